@@ -1,0 +1,230 @@
+// convmat — the matrix of a convolution layer.
+// SPDX-License-Identifier: MIT
+//
+// The one index machinery. Everything convmat computes — the dense and
+// sparse matrices, unfold and fold, the direct and transposed convolutions,
+// the operator — answers one question: which input position does output
+// position o read through kernel tap k, if any? It is answered here, once,
+// per spatial axis (AxisMap), and combined across axes (Geometry).
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "../spec.hpp"
+#include "checked.hpp"
+
+namespace convmat::detail {
+
+/// The input coordinate that padded coordinate `p` reads in an axis of
+/// `n` elements, or -1 for a padding zero. The spec has already checked
+/// that the padding is within what the mode can take (reflect: < n,
+/// circular: <= n), so one reflection or wrap suffices.
+inline Index padded_source(Index p, Index n, PaddingMode mode) {
+  if (0 <= p && p < n) return p;
+  switch (mode) {
+    case PaddingMode::zeros: return -1;
+    case PaddingMode::reflect: return p < 0 ? -p : 2 * (n - 1) - p;
+    case PaddingMode::replicate: return p < 0 ? 0 : n - 1;
+    case PaddingMode::circular: return positive_mod(p, n);
+  }
+  return -1;
+}
+
+/// One spatial axis of a layer: for output coordinate o and tap k, the
+/// input coordinate o * stride + k * dilation - pad_begin reads, after the
+/// padding mode, or -1.
+class AxisMap {
+ public:
+  AxisMap() = default;
+  AxisMap(Index input, Index output, Index kernel, Index stride, Index dilation, Index pad_begin,
+          PaddingMode mode)
+      : input_(input), output_(output), kernel_(kernel),
+        source_(static_cast<std::size_t>(checked_mul(output, kernel, "output * kernel"))),
+        by_tap_(source_.size()) {
+    for (Index o = 0; o < output; ++o)
+      for (Index k = 0; k < kernel; ++k) {
+        const Index s = padded_source(o * stride + k * dilation - pad_begin, input, mode);
+        source_[static_cast<std::size_t>(o * kernel + k)] = s;
+        by_tap_[static_cast<std::size_t>(k * output + o)] = s;
+      }
+  }
+
+  Index input() const { return input_; }
+  Index output() const { return output_; }
+  Index kernel() const { return kernel_; }
+
+  /// The input coordinate that output o reads through tap k, or -1.
+  Index source(Index o, Index k) const { return source_[static_cast<std::size_t>(o * kernel_ + k)]; }
+  /// source(o, 0 .. kernel - 1), contiguous.
+  const Index* sources(Index o) const { return source_.data() + o * kernel_; }
+  /// source(0 .. output - 1, k), contiguous.
+  const Index* sources_of_tap(Index k) const { return by_tap_.data() + k * output_; }
+
+  /// How many distinct input coordinates output o reads.
+  Index distinct_sources(Index o) const {
+    std::array<Index, 64> small{};
+    std::vector<Index> large;
+    Index* seen = small.data();
+    if (kernel_ > static_cast<Index>(small.size())) {
+      large.resize(static_cast<std::size_t>(kernel_));
+      seen = large.data();
+    }
+    Index count = 0;
+    for (Index k = 0; k < kernel_; ++k) {
+      const Index s = source(o, k);
+      if (s >= 0 && std::find(seen, seen + count, s) == seen + count) seen[count++] = s;
+    }
+    return count;
+  }
+
+ private:
+  Index input_ = 0, output_ = 0, kernel_ = 0;
+  std::vector<Index> source_;  // [o][k]
+  std::vector<Index> by_tap_;  // [k][o], the same table transposed
+};
+
+/// One kernel tap that an output position reads: the input's flat spatial
+/// offset, and the tap's flat index in the kernel.
+struct Tap {
+  Index offset;
+  Index tap;
+};
+
+/// A layer reduced to what every path needs: channels, groups, the spatial
+/// extents and one AxisMap per axis. For a convolution it is the layer
+/// itself; for a transposed convolution it is the convolution whose adjoint
+/// the layer is (input and output swapped), so both share every builder.
+template <int Rank>
+struct Geometry {
+  Index in_channels = 0, out_channels = 0, groups = 1;
+  std::array<Index, Rank> input_size{}, output_size{}, kernel_size{};
+  std::array<Index, Rank> input_strides{};  ///< C-order strides of the input's spatial axes
+  std::array<AxisMap, Rank> axes;
+  PaddingMode mode = PaddingMode::zeros;
+  Index input_spatial = 0, output_spatial = 0, kernel_numel = 0;
+
+  Index in_per_group() const { return in_channels / groups; }
+  Index out_per_group() const { return out_channels / groups; }
+  Index input_numel() const { return in_channels * input_spatial; }
+  Index output_numel() const { return out_channels * output_spatial; }
+  Index weight_numel() const { return out_channels * in_per_group() * kernel_numel; }
+  /// The first input channel of the group that output channel `oc` belongs to.
+  Index group_first_input(Index oc) const { return oc / out_per_group() * in_per_group(); }
+
+  /// The multi-index of flat output position `out`.
+  std::array<Index, Rank> output_coordinates(Index out) const {
+    std::array<Index, Rank> o{};
+    for (int d = Rank - 1; d >= 0; --d) {
+      o[d] = out % output_size[d];
+      out /= output_size[d];
+    }
+    return o;
+  }
+
+  /// The taps that flat output position `out` reads, into `taps`, sorted by
+  /// input offset (taps that land on the same input stay adjacent, in tap
+  /// order). Padding zeros are left out.
+  void taps_at(Index out, std::vector<Tap>& taps) const {
+    taps.clear();
+    const auto o = output_coordinates(out);
+    std::array<const Index*, Rank> sources{};
+    for (int d = 0; d < Rank; ++d) sources[d] = axes[d].sources(o[d]);
+    append_taps<0>(sources, 0, 0, taps);
+    if (mode != PaddingMode::zeros)
+      std::stable_sort(taps.begin(), taps.end(),
+                       [](const Tap& a, const Tap& b) { return a.offset < b.offset; });
+  }
+
+  /// How many distinct inputs flat output position `out` reads per channel.
+  Index distinct_taps_at(Index out) const {
+    const auto o = output_coordinates(out);
+    Index n = 1;
+    for (int d = 0; d < Rank; ++d) n *= axes[d].distinct_sources(o[d]);
+    return n;
+  }
+
+  /// Structural non-zeros of one output channel's rows, summed over all
+  /// output positions, per input channel: the product over axes of each
+  /// axis's distinct-source counts (distinct offsets are distinct tuples).
+  Index distinct_taps_total() const {
+    Index total = 1;
+    for (int d = 0; d < Rank; ++d) {
+      Index axis_total = 0;
+      for (Index o = 0; o < axes[d].output(); ++o) axis_total += axes[d].distinct_sources(o);
+      total = checked_mul(total, axis_total, "non-zero count");
+    }
+    return total;
+  }
+
+ private:
+  template <int D>
+  void append_taps(const std::array<const Index*, Rank>& sources, Index offset, Index tap,
+                   std::vector<Tap>& taps) const {
+    const Index kernel = kernel_size[D];
+    for (Index k = 0; k < kernel; ++k) {
+      const Index s = sources[D][k];
+      if (s < 0) continue;
+      const Index next_offset = offset + s * input_strides[D];
+      const Index next_tap = tap * kernel + k;
+      if constexpr (D + 1 == Rank)
+        taps.push_back({next_offset, next_tap});
+      else
+        append_taps<D + 1>(sources, next_offset, next_tap, taps);
+    }
+  }
+};
+
+template <int Rank>
+Geometry<Rank> make_geometry(Index in_channels, Index out_channels, Index groups,
+                             const std::array<Index, Rank>& input_size,
+                             const std::array<Index, Rank>& output_size,
+                             const std::array<Index, Rank>& kernel_size,
+                             const std::array<Index, Rank>& stride,
+                             const std::array<Index, Rank>& dilation,
+                             const std::array<Index, Rank>& pad_begin, PaddingMode mode) {
+  Geometry<Rank> g;
+  g.in_channels = in_channels;
+  g.out_channels = out_channels;
+  g.groups = groups;
+  g.input_size = input_size;
+  g.output_size = output_size;
+  g.kernel_size = kernel_size;
+  g.mode = mode;
+  Index stride_d = 1;
+  for (int d = Rank - 1; d >= 0; --d) {
+    g.input_strides[d] = stride_d;
+    stride_d *= input_size[d];
+  }
+  for (int d = 0; d < Rank; ++d)
+    g.axes[d] = AxisMap(input_size[d], output_size[d], kernel_size[d], stride[d], dilation[d],
+                        pad_begin[d], mode);
+  g.input_spatial = checked_product(input_size, "input size");
+  g.output_spatial = checked_product(output_size, "output size");
+  g.kernel_numel = checked_product(kernel_size, "kernel size");
+  (void)checked_mul(in_channels, g.input_spatial, "input_numel");
+  (void)checked_mul(out_channels, g.output_spatial, "output_numel");
+  (void)checked_mul(checked_mul(out_channels, g.in_per_group(), "weight_numel"), g.kernel_numel,
+                    "weight_numel");
+  return g;
+}
+
+/// The geometry of a convolution (validates the spec).
+template <int Rank>
+Geometry<Rank> geometry(const ConvSpec<Rank>& spec) {
+  return make_geometry<Rank>(spec.in_channels, spec.out_channels, spec.groups, spec.input_size,
+                             spec.output_size(), spec.kernel_size, spec.stride, spec.dilation,
+                             spec.pad_begin(), spec.padding_mode);
+}
+
+/// The geometry of the convolution whose adjoint a transposed convolution
+/// is: it reads the transposed layer's output and writes its input.
+template <int Rank>
+Geometry<Rank> geometry(const ConvTransposeSpec<Rank>& spec) {
+  return make_geometry<Rank>(spec.out_channels, spec.in_channels, spec.groups, spec.output_size(),
+                             spec.input_size, spec.kernel_size, spec.stride, spec.dilation,
+                             spec.padding, PaddingMode::zeros);
+}
+
+}  // namespace convmat::detail

@@ -1,0 +1,151 @@
+// convmat — the matrix of a convolution layer.
+// SPDX-License-Identifier: MIT
+//
+// unfold (im2col) and fold (col2im) with torch.nn.functional.unfold's
+// layout, for any rank and every padding mode, and the convolution as
+// unfold followed by one matrix product per group.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+
+#include "detail/arguments.hpp"
+#include "detail/geometry.hpp"
+#include "spec.hpp"
+
+namespace convmat {
+namespace detail {
+
+/// Walks the unfold matrix (rows (channel, tap), columns output positions)
+/// in segments along the last output axis. For each segment it calls
+/// f(row, column, base, sources): the segment holds columns [column,
+/// column + O_last) of `row`; element j reads input[base + sources[j]]
+/// (sources[j] < 0: padding zero); base < 0 means the whole segment reads
+/// padding zeros.
+template <int Rank, class F>
+void for_each_unfold_segment(const Geometry<Rank>& g, F&& f) {
+  constexpr int last = Rank - 1;
+  const Index segment = g.output_size[last];
+  const Index outer_count = g.output_spatial / segment;
+  std::array<Index, Rank> k{};  // tap multi-index
+  for (Index tap = 0; tap < g.kernel_numel; ++tap) {
+    const Index* sources = g.axes[last].sources_of_tap(k[last]);
+    std::array<Index, Rank> o{};  // outer output multi-index (last axis unused)
+    for (Index outer = 0; outer < outer_count; ++outer) {
+      Index base = 0;
+      for (int d = 0; d < last && base >= 0; ++d) {
+        const Index s = g.axes[d].source(o[d], k[d]);
+        base = s < 0 ? -1 : base + s * g.input_strides[d];
+      }
+      for (Index c = 0; c < g.in_channels; ++c)
+        f(c * g.kernel_numel + tap, outer * segment, base < 0 ? base : base + c * g.input_spatial, sources);
+      for (int d = last - 1; d >= 0; --d) {  // next outer position
+        if (++o[d] < g.output_size[d]) break;
+        o[d] = 0;
+      }
+    }
+    for (int d = last; d >= 0; --d) {  // next tap
+      if (++k[d] < g.kernel_size[d]) break;
+      k[d] = 0;
+    }
+  }
+}
+
+/// The unfold matrix of one sample into `columns` (row-major, rows x cols
+/// as unfold()).
+template <int Rank, class Scalar>
+void unfold_into(const Geometry<Rank>& g, const Scalar* x, Scalar* columns) {
+  const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
+  for_each_unfold_segment(g, [&](Index row, Index column, Index base, const Index* sources) {
+    Scalar* out = columns + row * width + column;
+    if (base < 0) {
+      std::fill(out, out + segment, Scalar(0));
+      return;
+    }
+    const Scalar* in = x + base;
+    for (Index j = 0; j < segment; ++j) out[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
+  });
+}
+
+/// fold: the adjoint of unfold_into; x is overwritten.
+template <int Rank, class Scalar>
+void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
+  const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
+  std::fill(x, x + g.input_numel(), Scalar(0));
+  for_each_unfold_segment(g, [&](Index row, Index column, Index base, const Index* sources) {
+    if (base < 0) return;
+    const Scalar* in = columns + row * width + column;
+    Scalar* out = x + base;
+    for (Index j = 0; j < segment; ++j)
+      if (sources[j] >= 0) out[sources[j]] += in[j];
+  });
+}
+
+}  // namespace detail
+
+/// The unfold (im2col) matrix of one sample `input` (input_numel values):
+/// (in_channels * prod(kernel_size)) x prod(output_size), rows ordered
+/// (channel, k0, k1, ...), columns by output position, as
+/// torch.nn.functional.unfold — for any rank and, beyond PyTorch, every
+/// padding mode (an entry reads what the padded input holds there).
+template <int Rank, class Derived>
+detail::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& spec,
+                                                        const Eigen::MatrixBase<Derived>& input) {
+  const auto g = detail::geometry(spec);
+  const auto x = detail::batch_view(input, g.input_numel(), "input");
+  if (x.cols() != 1) detail::fail("unfold takes one sample: input has ", x.cols(), " columns");
+  detail::RowMajorMatrix<typename Derived::Scalar> columns(
+      detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial);
+  detail::unfold_into(g, x.data(), columns.data());
+  return columns;
+}
+
+/// The adjoint of unfold: sums each column's entries back into the input
+/// positions they were read from (torch.nn.functional.fold). Returns a
+/// vector of input_numel values.
+template <int Rank, class Derived>
+detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
+                                              const Eigen::MatrixBase<Derived>& columns) {
+  using Scalar = typename Derived::Scalar;
+  const auto g = detail::geometry(spec);
+  const Index rows = detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows");
+  if (columns.rows() != rows || columns.cols() != g.output_spatial)
+    detail::fail("fold needs a ", rows, " x ", g.output_spatial,
+                 " matrix (in_channels * prod(kernel_size) x prod(output_size)), not ", columns.rows(),
+                 " x ", columns.cols());
+  const detail::RowMajorMatrix<Scalar> c = columns;  // row-major, as unfold() returns
+  detail::Vector<Scalar> x(g.input_numel());
+  detail::fold_into(g, c.data(), x.data());
+  return x;
+}
+
+/// The convolution of every column of `input` through unfold and one
+/// matrix product per group: the same result as convolve(), by another road.
+template <int Rank, class WeightDerived, class InputDerived>
+detail::Matrix<typename WeightDerived::Scalar> convolve_unfold(
+    const ConvSpec<Rank>& spec, const Eigen::MatrixBase<WeightDerived>& weight,
+    const Eigen::MatrixBase<InputDerived>& input) {
+  detail::require_same_scalar<WeightDerived, InputDerived>();
+  using Scalar = typename WeightDerived::Scalar;
+  using RowMajorMap = Eigen::Map<detail::RowMajorMatrix<Scalar>>;
+  using ConstRowMajorMap = Eigen::Map<const detail::RowMajorMatrix<Scalar>>;
+  const auto g = detail::geometry(spec);
+  const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
+  const auto x = detail::batch_view(input, g.input_numel(), "input");
+  const Index group_rows = g.in_per_group() * g.kernel_numel, cog = g.out_per_group();
+  detail::RowMajorMatrix<Scalar> columns(detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"),
+                                         g.output_spatial);
+  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  for (Index s = 0; s < x.cols(); ++s) {
+    detail::unfold_into(g, x.col(s).data(), columns.data());
+    for (Index group = 0; group < g.groups; ++group) {
+      ConstRowMajorMap w_group(w.data() + group * cog * group_rows, cog, group_rows);
+      RowMajorMap y_group(y.col(s).data() + group * cog * g.output_spatial, cog, g.output_spatial);
+      y_group.noalias() = w_group * columns.middleRows(group * group_rows, group_rows);
+    }
+  }
+  return y;
+}
+
+}  // namespace convmat

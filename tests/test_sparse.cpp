@@ -1,0 +1,91 @@
+// The sparse matrix: equal to the dense one, with exactly the predicted
+// number of non-zeros, in row blocks, for transposed layers, and refusing
+// a StorageIndex too narrow for it.
+#include <convmat/dense.hpp>
+#include <convmat/size.hpp>
+#include <convmat/sparse.hpp>
+
+#include "support/catch.hpp"
+#include "support/random.hpp"
+
+using namespace convmat_test;
+using convmat::Index;
+
+TEST_CASE("conv_matrix_sparse equals conv_matrix with the predicted non-zeros", "[sparse][property]") {
+  auto rng = generator("sparse == dense");
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 2000; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      const auto s = convmat::conv_matrix_sparse(spec, w);
+      const auto d = convmat::conv_matrix(spec, w);
+      REQUIRE(s.isCompressed());
+      REQUIRE(Eigen::MatrixXd(s) == Eigen::MatrixXd(d));
+      // With random non-zero weights every structural entry of the dense
+      // matrix is non-zero, so the count is exact both ways.
+      REQUIRE(s.nonZeros() == (d.array() != 0.0).count());
+      const auto size = convmat::matrix_size<double>(spec);
+      REQUIRE(size.nonzeros == s.nonZeros());
+      REQUIRE(convmat::conv_matrix_nonzeros(spec) == s.nonZeros());
+      REQUIRE(size.rows == s.rows());
+      REQUIRE(size.cols == s.cols());
+      REQUIRE(size.dense_bytes == static_cast<std::size_t>(d.size()) * sizeof(double));
+      REQUIRE(size.sparse_bytes ==
+              static_cast<std::size_t>(s.nonZeros()) * (sizeof(double) + sizeof(int)) +
+                  static_cast<std::size_t>(s.rows() + 1) * sizeof(int));
+      for (Index r = 0; r < s.outerSize(); ++r)  // columns strictly increasing in every row
+        for (int k = s.outerIndexPtr()[r] + 1; k < s.outerIndexPtr()[r + 1]; ++k)
+          REQUIRE(s.innerIndexPtr()[k - 1] < s.innerIndexPtr()[k]);
+    }
+  });
+}
+
+TEST_CASE("sparse row blocks stack to the whole matrix", "[sparse][blocks][property]") {
+  auto rng = generator("sparse row blocks");
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 300; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      const Eigen::MatrixXd whole = convmat::conv_matrix_sparse<long>(spec, w);
+      Index begin = 0;
+      while (begin < whole.rows()) {
+        const Index end = std::min<Index>(whole.rows(), begin + uniform(rng, 0, 9));
+        const Eigen::MatrixXd block = convmat::conv_matrix_sparse_rows(spec, w, begin, end);
+        REQUIRE(block == whole.middleRows(begin, end - begin));
+        begin = end;
+      }
+    }
+  });
+}
+
+TEST_CASE("the transposed convolution's sparse matrix", "[sparse][transpose][property]") {
+  auto rng = generator("sparse transpose");
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 500; ++i) {
+      const auto spec = random_transpose_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      const auto s = convmat::conv_transpose_matrix_sparse(spec, w);
+      REQUIRE(Eigen::MatrixXd(s) == Eigen::MatrixXd(convmat::conv_transpose_matrix(spec, w)));
+      REQUIRE(s.nonZeros() == convmat::conv_matrix_nonzeros(spec));
+    }
+  });
+}
+
+TEST_CASE("a StorageIndex too narrow is an error, not a wrap-around", "[sparse][errors]") {
+  convmat::Conv2dSpec spec;
+  spec.in_channels = 4;
+  spec.out_channels = 4;
+  spec.input_size = {20, 20};
+  spec.kernel_size = {3, 3};
+  spec.padding = {1, 1};
+  const Eigen::VectorXf w = Eigen::VectorXf::Ones(spec.weight_numel());
+  // 1600 columns and 57,600 - some non-zeros: too many for int16_t.
+  REQUIRE_THROWS_AS(convmat::conv_matrix_sparse<std::int16_t>(spec, w), convmat::spec_error);
+  REQUIRE_NOTHROW(convmat::conv_matrix_sparse<std::int32_t>(spec, w));
+}
