@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Builds and runs every test: the suite, the examples (their output is
-# checked). Installs what is missing (as root) first.
+# Builds and runs every test convmat has: the suite (C++17 and C++20,
+# -Werror), the examples (their output is checked), and the stages below.
+# Installs what is missing (as root) first. Keep it under 30 minutes on 2
+# cores: build in parallel, keep test binaries few.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-convmat_require $CONVMAT_BASE_PACKAGES
 jobs=$(nproc)
-build=${CONVMAT_BUILD_DIR:-build/test}
+root=${CONVMAT_BUILD_DIR:-build}
+SECONDS=0
+stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
-echo "== build and test (C++17, -Werror)"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON -DCONVMAT_BUILD_EXAMPLES=ON >/dev/null
-cmake --build "$build" -j "$jobs"
-ctest --test-dir "$build" --output-on-failure -j "$jobs"
+# ---- packages: each stage adds the Debian packages it needs here --------
+packages="$CONVMAT_BASE_PACKAGES"
+convmat_require $packages
+
+# ---- stage: the suite, C++17 ---------------------------------------------
+stage "suite and examples (C++17, -Werror)"
+cmake -S . -B "$root/test" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
+  -DCONVMAT_BUILD_EXAMPLES=ON >/dev/null
+cmake --build "$root/test" -j "$jobs"
+ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
+
+stage "all stages passed"
