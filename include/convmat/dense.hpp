@@ -115,6 +115,8 @@ detail::Vector<typename Derived::Scalar> bias_vector(const Spec& spec, const Eig
   if (bias.size() != channels || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements (", bias.rows(), " x ", bias.cols(),
                  "), but the layer has out_channels=", channels);
+  detail::check_dense_size(spec.output_numel(), 1, sizeof(typename Derived::Scalar), "the bias vector",
+                           "raise the limit with set_max_dense_bytes()");
   detail::Vector<typename Derived::Scalar> b(spec.output_numel());
   for (Index oc = 0; oc < channels; ++oc) b.segment(oc * spatial, spatial).setConstant(bias(oc));
   return b;
@@ -130,7 +132,12 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   const Index rows = spec.output_numel(), cols = spec.input_numel();
-  detail::check_dense_size(rows + 1, cols + 1, sizeof(Scalar), "the affine matrix");
+  (void)detail::weight_view(weight, spec.weight_numel(),  // checked before the allocation
+                            std::is_same_v<Spec, ConvSpec<Spec::rank>> ? detail::conv_weight_layout
+                                                                      : detail::transpose_weight_layout);
+  detail::check_dense_size(detail::checked_add(rows, 1, "the affine matrix's rows"),
+                           detail::checked_add(cols, 1, "the affine matrix's columns"), sizeof(Scalar),
+                           "the affine matrix");
   detail::RowMajorMatrix<Scalar> a(rows + 1, cols + 1);
   if constexpr (std::is_same_v<Spec, ConvSpec<Spec::rank>>)
     a.topLeftCorner(rows, cols) = conv_matrix(spec, weight);

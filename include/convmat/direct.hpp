@@ -11,10 +11,14 @@
 
 #include "detail/arguments.hpp"
 #include "detail/geometry.hpp"
+#include "limits.hpp"
 #include "spec.hpp"
 
 namespace convmat {
 namespace detail {
+
+inline constexpr const char* batch_hint =
+    "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
 
 /// y = T x for one sample: y[oc, p] = sum over the group's input channels
 /// and p's taps of w[oc, ic, tap] * x[ic, offset].
@@ -75,6 +79,7 @@ detail::Matrix<typename WeightDerived::Scalar> convolve(const ConvSpec<Rank>& sp
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
+  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
   detail::Matrix<Scalar> y(g.output_numel(), x.cols());
   for (Index s = 0; s < x.cols(); ++s) detail::forward(g, w.data(), x.col(s).data(), y.col(s).data());
   return y;
@@ -93,6 +98,7 @@ detail::Matrix<typename WeightDerived::Scalar> convolve_transpose(
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(in_channels, out_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.output_numel(), "input");
+  detail::check_dense_size(g.input_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
   detail::Matrix<Scalar> y(g.input_numel(), x.cols());
   for (Index s = 0; s < x.cols(); ++s) detail::adjoint(g, w.data(), x.col(s).data(), y.col(s).data());
   return y;

@@ -81,7 +81,8 @@ inline void require_channels(Index in_channels, Index out_channels, Index groups
 
 /// dilation * (kernel - 1) + 1: the extent one kernel window covers.
 inline Index window_extent(Index kernel, Index dilation) {
-  return checked_mul(dilation, kernel - 1, "dilation * (kernel_size - 1)") + 1;
+  return checked_add(checked_mul(dilation, kernel - 1, "dilation * (kernel_size - 1)"), 1,
+                     "dilation * (kernel_size - 1) + 1");
 }
 
 }  // namespace detail

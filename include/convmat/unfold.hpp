@@ -12,10 +12,14 @@
 
 #include "detail/arguments.hpp"
 #include "detail/geometry.hpp"
+#include "limits.hpp"
 #include "spec.hpp"
 
 namespace convmat {
 namespace detail {
+
+inline constexpr const char* unfold_hint =
+    "use convolve() or the sparse matrix instead, or raise the limit with set_max_dense_bytes()";
 
 /// Walks the unfold matrix (rows (channel, tap), columns output positions)
 /// in segments along the last output axis. For each segment it calls
@@ -95,6 +99,8 @@ detail::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& sp
   const auto g = detail::geometry(spec);
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   if (x.cols() != 1) detail::fail("unfold takes one sample: input has ", x.cols(), " columns");
+  detail::check_dense_size(detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial,
+                           sizeof(typename Derived::Scalar), "the unfold matrix", detail::unfold_hint);
   detail::RowMajorMatrix<typename Derived::Scalar> columns(
       detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial);
   detail::unfold_into(g, x.data(), columns.data());
@@ -114,6 +120,7 @@ detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
     detail::fail("fold needs a ", rows, " x ", g.output_spatial,
                  " matrix (in_channels * prod(kernel_size) x prod(output_size)), not ", columns.rows(),
                  " x ", columns.cols());
+  detail::check_dense_size(g.input_numel(), 1, sizeof(Scalar), "the folded vector", detail::unfold_hint);
   const detail::RowMajorMatrix<Scalar> c = columns;  // row-major, as unfold() returns
   detail::Vector<Scalar> x(g.input_numel());
   detail::fold_into(g, c.data(), x.data());
@@ -134,6 +141,9 @@ detail::Matrix<typename WeightDerived::Scalar> convolve_unfold(
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   const Index group_rows = g.in_per_group() * g.kernel_numel, cog = g.out_per_group();
+  detail::check_dense_size(detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial,
+                           sizeof(Scalar), "the unfold buffer", detail::unfold_hint);
+  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::unfold_hint);
   detail::RowMajorMatrix<Scalar> columns(detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"),
                                          g.output_spatial);
   detail::Matrix<Scalar> y(g.output_numel(), x.cols());

@@ -12,6 +12,7 @@
 #include <array>
 #include <vector>
 
+#include "../limits.hpp"
 #include "../spec.hpp"
 #include "checked.hpp"
 
@@ -176,6 +177,22 @@ struct Geometry {
   }
 };
 
+/// The AxisMaps hold two Index per output coordinate and tap of each axis.
+/// Beyond 64 MiB they are held to max_dense_bytes(), so a huge layer is a
+/// spec_error before its tables are allocated (even for matrix_size()).
+template <int Rank>
+void check_index_tables(const std::array<Index, Rank>& output_size, const std::array<Index, Rank>& kernel_size) {
+  Index entries = 0;
+  for (int d = 0; d < Rank; ++d)
+    entries = checked_add(entries, checked_mul(output_size[d], kernel_size[d], "output * kernel"), "index tables");
+  const std::size_t per_entry = 2 * sizeof(Index), floor = std::size_t{64} << 20, limit = max_dense_bytes();
+  const auto n = static_cast<std::size_t>(entries);
+  if (n > floor / per_entry && n > limit / per_entry)
+    fail("the index tables would need ", entries, " entries of ", per_entry,
+         " bytes (output_size=", output_size, ", kernel_size=", kernel_size,
+         "), more than max_dense_bytes() = ", limit, "; raise it with set_max_dense_bytes()");
+}
+
 template <int Rank>
 Geometry<Rank> make_geometry(Index in_channels, Index out_channels, Index groups,
                              const std::array<Index, Rank>& input_size,
@@ -192,6 +209,15 @@ Geometry<Rank> make_geometry(Index in_channels, Index out_channels, Index groups
   g.output_size = output_size;
   g.kernel_size = kernel_size;
   g.mode = mode;
+  // Every size is checked before anything is multiplied unchecked or allocated.
+  g.input_spatial = checked_product(input_size, "input size");
+  g.output_spatial = checked_product(output_size, "output size");
+  g.kernel_numel = checked_product(kernel_size, "kernel size");
+  (void)checked_mul(in_channels, g.input_spatial, "input_numel");
+  (void)checked_mul(out_channels, g.output_spatial, "output_numel");
+  (void)checked_mul(checked_mul(out_channels, g.in_per_group(), "weight_numel"), g.kernel_numel,
+                    "weight_numel");
+  check_index_tables<Rank>(output_size, kernel_size);
   Index stride_d = 1;
   for (int d = Rank - 1; d >= 0; --d) {
     g.input_strides[d] = stride_d;
@@ -200,13 +226,6 @@ Geometry<Rank> make_geometry(Index in_channels, Index out_channels, Index groups
   for (int d = 0; d < Rank; ++d)
     g.axes[d] = AxisMap(input_size[d], output_size[d], kernel_size[d], stride[d], dilation[d],
                         pad_begin[d], mode);
-  g.input_spatial = checked_product(input_size, "input size");
-  g.output_spatial = checked_product(output_size, "output size");
-  g.kernel_numel = checked_product(kernel_size, "kernel size");
-  (void)checked_mul(in_channels, g.input_spatial, "input_numel");
-  (void)checked_mul(out_channels, g.output_spatial, "output_numel");
-  (void)checked_mul(checked_mul(out_channels, g.in_per_group(), "weight_numel"), g.kernel_numel,
-                    "weight_numel");
   return g;
 }
 
