@@ -8,6 +8,7 @@
 #include "dense.hpp"
 #include "direct.hpp"
 #include "error.hpp"
+#include "layers.hpp"
 #include "limits.hpp"
 #include "size.hpp"
 #include "sparse.hpp"

@@ -1,0 +1,469 @@
+// convmat — the matrix of a convolution layer.
+// SPDX-License-Identifier: MIT
+//
+// The other linear layers of a CNN as matrices, each one a convolution in
+// disguise and so built on the same index machinery (detail::Geometry):
+//
+//   - average pooling: a depthwise convolution with weights 1, each output
+//     row scaled by its own divisor (PyTorch's count_include_pad, ceil_mode
+//     and divisor_override);
+//   - padding (zeros, reflect, replicate, circular): a depthwise 1x1
+//     identity convolution with that padding;
+//   - nearest upsampling by integer factors: a depthwise transposed
+//     convolution with kernel = stride = scale and weights 1;
+//   - flatten: the identity, since convmat's vectors are already flat.
+//
+// And the algebra that turns a chain of them into one layer: an AffineMap
+// (T x + b), compose() for consecutive affine layers, and inference-mode
+// BatchNorm as an affine map or folded into the preceding convolution.
+#pragma once
+
+#include <Eigen/Core>
+#include <Eigen/SparseCore>
+#include <array>
+#include <cmath>
+#include <optional>
+#include <type_traits>
+
+#include "dense.hpp"
+#include "detail/arguments.hpp"
+#include "detail/geometry.hpp"
+#include "sparse.hpp"
+#include "spec.hpp"
+
+namespace convmat {
+
+// ---------------------------------------------------------------------------
+// Average pooling
+// ---------------------------------------------------------------------------
+
+/// The shape of an average pooling layer (PyTorch's AvgPool{1,2,3}d) over
+/// `channels` channels. Pooling acts on each channel alone, so the layer
+/// maps (channels, input_size...) to (channels, output_size()...).
+///
+///     convmat::AvgPoolSpec<2> pool;
+///     pool.channels = 3; pool.input_size = {8, 8}; pool.kernel_size = {2, 2};
+///     auto T = convmat::avg_pool_matrix<float>(pool);   // stride defaults to 2
+template <int Rank>
+struct AvgPoolSpec {
+  static_assert(Rank >= 1, "convmat: pooling has at least one spatial dimension");
+  static constexpr int rank = Rank;
+
+  Index channels = 1;
+  std::array<Index, Rank> input_size = detail::filled<Rank>(0);   ///< must be set
+  std::array<Index, Rank> kernel_size = detail::filled<Rank>(0);  ///< must be set
+  /// The step between windows; PyTorch's default is the kernel size.
+  std::optional<std::array<Index, Rank>> stride;
+  /// Implicit zero padding on the low side (and the high side unless
+  /// padding_end is set); PyTorch allows at most half the kernel.
+  std::array<Index, Rank> padding = detail::filled<Rank>(0);
+  /// Padding on the high side, when it differs (ONNX's asymmetric pads).
+  std::optional<std::array<Index, Rank>> padding_end;
+  /// Round the output size up instead of down; a window that would start
+  /// in the high padding is dropped, as in PyTorch.
+  bool ceil_mode = false;
+  /// Divide by the window's size including padding zeros (true, PyTorch's
+  /// default) or by the number of input elements it covers (false).
+  bool count_include_pad = true;
+  /// Divide every window by this instead.
+  std::optional<Index> divisor_override;
+
+  std::array<Index, Rank> strides() const { return stride.value_or(kernel_size); }
+  std::array<Index, Rank> pad_begin() const { return padding; }
+  std::array<Index, Rank> pad_end() const { return padding_end.value_or(padding); }
+
+  /// Throws spec_error unless PyTorch would accept this layer.
+  void validate() const { (void)output_size(); }
+
+  /// Per dimension: floor or ceil of (D + pad_begin + pad_end - K) / stride,
+  /// plus one; with ceil_mode, minus one if the last window would start at
+  /// or past D + pad_begin.
+  std::array<Index, Rank> output_size() const {
+    if (channels <= 0) detail::fail("channels must be positive: channels=", channels);
+    detail::require_positive<Rank>(input_size, "input_size");
+    detail::require_positive<Rank>(kernel_size, "kernel_size");
+    const auto s = strides(), begin = pad_begin(), end = pad_end();
+    detail::require_positive<Rank>(s, "stride");
+    detail::require_non_negative<Rank>(begin, "padding");
+    detail::require_non_negative<Rank>(end, "padding_end");
+    if (divisor_override && *divisor_override <= 0)
+      detail::fail("divisor_override must be positive: divisor_override=", *divisor_override);
+    std::array<Index, Rank> out{};
+    for (int d = 0; d < Rank; ++d) {
+      if (2 * begin[d] > kernel_size[d] || 2 * end[d] > kernel_size[d])
+        detail::fail("padding must be at most half the kernel size: padding=", begin,
+                     ", padding_end=", end, ", kernel_size=", kernel_size);
+      const Index span = detail::checked_add(input_size[d], begin[d] + end[d], "padded input size") -
+                         kernel_size[d];
+      out[d] = detail::floor_div(span + (ceil_mode ? s[d] - 1 : 0), s[d]) + 1;
+      if (ceil_mode && out[d] >= 1 && (out[d] - 1) * s[d] >= input_size[d] + begin[d]) --out[d];
+    }
+    for (int d = 0; d < Rank; ++d)
+      if (out[d] < 1)
+        detail::fail("pooling window does not fit: input_size=", input_size, ", kernel_size=", kernel_size,
+                     ", stride=", s, ", padding=", begin, ", padding_end=", end, ", ceil_mode=",
+                     ceil_mode ? "true" : "false", " give output ", out);
+    return out;
+  }
+
+  Index input_spatial() const { return detail::checked_product(input_size, "input size"); }
+  Index output_spatial() const { return detail::checked_product(output_size(), "output size"); }
+  Index input_numel() const { return detail::checked_mul(channels, input_spatial(), "input_numel"); }
+  Index output_numel() const { return detail::checked_mul(channels, output_spatial(), "output_numel"); }
+};
+
+using AvgPool1dSpec = AvgPoolSpec<1>;
+using AvgPool2dSpec = AvgPoolSpec<2>;
+using AvgPool3dSpec = AvgPoolSpec<3>;
+
+namespace detail {
+
+/// Weights 1 for a depthwise layer: one per channel and kernel tap.
+template <class Scalar, int Rank>
+Vector<Scalar> depthwise_ones(const Geometry<Rank>& g) {
+  return Vector<Scalar>::Ones(g.weight_numel());
+}
+
+/// The pooling layer as a depthwise convolution: windows are kernel taps.
+template <int Rank>
+Geometry<Rank> geometry(const AvgPoolSpec<Rank>& spec) {
+  return make_geometry<Rank>(spec.channels, spec.channels, spec.channels, spec.input_size, spec.output_size(),
+                             spec.kernel_size, spec.strides(), filled<Rank>(1), spec.pad_begin(),
+                             PaddingMode::zeros);
+}
+
+/// Every output row's divisor, per spatial position (the same for every
+/// channel). Counting taps is the geometry's job: without padding it is the
+/// window's input taps; with count_include_pad, the taps of the same
+/// windows on the padded input seen as the input (extent D + pad_begin +
+/// pad_end, no padding), so a ceil_mode window that runs past the high
+/// padding counts only what it covers, as in PyTorch.
+template <class Scalar, int Rank>
+Vector<Scalar> avg_pool_divisors(const AvgPoolSpec<Rank>& spec, const Geometry<Rank>& g) {
+  Vector<Scalar> divisor(g.output_spatial);
+  if (spec.divisor_override) return divisor.setConstant(static_cast<Scalar>(*spec.divisor_override));
+  if (!spec.count_include_pad) {
+    for (Index p = 0; p < g.output_spatial; ++p) divisor(p) = static_cast<Scalar>(g.distinct_taps_at(p));
+    return divisor;
+  }
+  std::array<Index, Rank> padded = spec.input_size;
+  const auto begin = spec.pad_begin(), end = spec.pad_end();
+  for (int d = 0; d < Rank; ++d) padded[d] += begin[d] + end[d];
+  const auto whole = make_geometry<Rank>(1, 1, 1, padded, g.output_size, spec.kernel_size, spec.strides(),
+                                         filled<Rank>(1), filled<Rank>(0), PaddingMode::zeros);
+  for (Index p = 0; p < g.output_spatial; ++p) divisor(p) = static_cast<Scalar>(whole.distinct_taps_at(p));
+  return divisor;
+}
+
+}  // namespace detail
+
+/// The dense matrix (output_numel x input_numel, row-major) of average
+/// pooling: row (c, o) holds 1 / divisor(o) on every input its window
+/// covers in channel c. Scalar is the matrix's scalar type.
+template <class Scalar = double, int Rank>
+detail::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
+  const auto g = detail::geometry(spec);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  detail::RowMajorMatrix<Scalar> t = detail::dense_rows(g, ones.data(), 0, g.output_numel());
+  const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
+  for (Index r = 0; r < t.rows(); ++r) t.row(r) /= divisor(r % g.output_spatial);
+  return t;
+}
+
+/// avg_pool_matrix as compressed rows.
+template <class Scalar = double, class StorageIndex = int, int Rank>
+SparseMatrix<Scalar, StorageIndex> avg_pool_matrix_sparse(const AvgPoolSpec<Rank>& spec) {
+  const auto g = detail::geometry(spec);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  auto t = detail::sparse_rows<StorageIndex>(g, ones.data(), 0, g.output_numel());
+  const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
+  const StorageIndex* outer = t.outerIndexPtr();
+  Scalar* values = t.valuePtr();
+  for (Index r = 0; r < t.rows(); ++r)
+    for (StorageIndex i = outer[r]; i < outer[r + 1]; ++i) values[i] /= divisor(r % g.output_spatial);
+  return t;
+}
+
+// ---------------------------------------------------------------------------
+// Padding
+// ---------------------------------------------------------------------------
+
+/// A padding layer (PyTorch's F.pad / ZeroPad, ReflectionPad, ReplicationPad,
+/// CircularPad; ONNX's Pad): every channel grows by pad_begin before and
+/// pad_end after its input in each dimension, filled as `mode` says.
+template <int Rank>
+struct PadSpec {
+  static_assert(Rank >= 1, "convmat: padding has at least one spatial dimension");
+  static constexpr int rank = Rank;
+
+  Index channels = 1;
+  std::array<Index, Rank> input_size = detail::filled<Rank>(0);  ///< must be set
+  std::array<Index, Rank> pad_begin = detail::filled<Rank>(0);
+  std::array<Index, Rank> pad_end = detail::filled<Rank>(0);
+  PaddingMode mode = PaddingMode::zeros;
+
+  /// The same layer as a depthwise 1x1 convolution with weights 1.
+  ConvSpec<Rank> as_conv() const {
+    ConvSpec<Rank> conv;
+    conv.in_channels = conv.out_channels = conv.groups = channels;
+    conv.input_size = input_size;
+    conv.kernel_size = detail::filled<Rank>(1);
+    conv.set_padding(pad_begin, pad_end);
+    conv.padding_mode = mode;
+    return conv;
+  }
+
+  void validate() const { as_conv().validate(); }
+  /// input_size + pad_begin + pad_end.
+  std::array<Index, Rank> output_size() const { return as_conv().output_size(); }
+  Index input_numel() const { return as_conv().input_numel(); }
+  Index output_numel() const { return as_conv().output_numel(); }
+};
+
+/// The dense matrix of a padding layer: a 0/1 matrix, except that with
+/// reflect, replicate or circular several output positions read one input.
+template <class Scalar = double, int Rank>
+detail::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
+  return conv_matrix(spec.as_conv(), detail::Vector<Scalar>::Ones(spec.channels));
+}
+
+/// pad_matrix as compressed rows.
+template <class Scalar = double, class StorageIndex = int, int Rank>
+SparseMatrix<Scalar, StorageIndex> pad_matrix_sparse(const PadSpec<Rank>& spec) {
+  return conv_matrix_sparse<StorageIndex>(spec.as_conv(), detail::Vector<Scalar>::Ones(spec.channels));
+}
+
+// ---------------------------------------------------------------------------
+// Nearest upsampling
+// ---------------------------------------------------------------------------
+
+/// Nearest-neighbour upsampling by integer factors (PyTorch's
+/// Upsample(scale_factor=s, mode='nearest'), ONNX's Resize/Upsample with
+/// integer scales): output (c, i0 * s0 + r0, ...) = input (c, i0, ...).
+template <int Rank>
+struct UpsampleSpec {
+  static_assert(Rank >= 1, "convmat: upsampling has at least one spatial dimension");
+  static constexpr int rank = Rank;
+
+  Index channels = 1;
+  std::array<Index, Rank> input_size = detail::filled<Rank>(0);  ///< must be set
+  std::array<Index, Rank> scale = detail::filled<Rank>(1);
+
+  /// The same layer as a depthwise transposed convolution with kernel =
+  /// stride = scale and weights 1: each input spreads to its block.
+  ConvTransposeSpec<Rank> as_conv_transpose() const {
+    ConvTransposeSpec<Rank> t;
+    t.in_channels = t.out_channels = t.groups = channels;
+    t.input_size = input_size;
+    detail::require_positive<Rank>(scale, "scale");
+    t.kernel_size = t.stride = scale;
+    return t;
+  }
+
+  void validate() const { as_conv_transpose().validate(); }
+  /// input_size * scale.
+  std::array<Index, Rank> output_size() const { return as_conv_transpose().output_size(); }
+  Index input_numel() const { return as_conv_transpose().input_numel(); }
+  Index output_numel() const { return as_conv_transpose().output_numel(); }
+};
+
+/// The dense 0/1 matrix of nearest upsampling.
+template <class Scalar = double, int Rank>
+detail::RowMajorMatrix<Scalar> upsample_nearest_matrix(const UpsampleSpec<Rank>& spec) {
+  const auto t = spec.as_conv_transpose();
+  return conv_transpose_matrix(t, detail::Vector<Scalar>::Ones(t.weight_numel()));
+}
+
+/// upsample_nearest_matrix as compressed rows.
+template <class Scalar = double, class StorageIndex = int, int Rank>
+SparseMatrix<Scalar, StorageIndex> upsample_nearest_matrix_sparse(const UpsampleSpec<Rank>& spec) {
+  const auto t = spec.as_conv_transpose();
+  return conv_transpose_matrix_sparse<StorageIndex>(t, detail::Vector<Scalar>::Ones(t.weight_numel()));
+}
+
+// ---------------------------------------------------------------------------
+// Flatten
+// ---------------------------------------------------------------------------
+
+/// The matrix of Flatten (and of any Reshape): the identity of size numel,
+/// since convmat's vectors are already flattened in C order.
+template <class Scalar = double>
+detail::RowMajorMatrix<Scalar> flatten_matrix(Index numel) {
+  if (numel <= 0) detail::fail("flatten needs a positive element count: numel=", numel);
+  detail::check_dense_size(numel, numel, sizeof(Scalar), "the flatten matrix");
+  return detail::RowMajorMatrix<Scalar>::Identity(numel, numel);
+}
+
+// ---------------------------------------------------------------------------
+// Affine maps and their composition
+// ---------------------------------------------------------------------------
+
+/// An affine layer x -> matrix * x + bias. MatrixType is a dense or sparse
+/// Eigen matrix (output_numel x input_numel); the bias has output_numel
+/// entries. A batch X (one column per sample) maps to matrix * X + bias
+/// added to every column.
+template <class MatrixType>
+struct AffineMap {
+  using Scalar = typename MatrixType::Scalar;
+  MatrixType matrix;
+  detail::Vector<Scalar> bias;
+
+  Index input_numel() const { return matrix.cols(); }
+  Index output_numel() const { return matrix.rows(); }
+
+  /// matrix * X + bias, for one sample or a batch (columns).
+  template <class Derived>
+  detail::Matrix<Scalar> operator()(const Eigen::MatrixBase<Derived>& x) const {
+    const auto view = detail::batch_view(x, matrix.cols(), "input");
+    detail::Matrix<Scalar> y = matrix * view;
+    y.colwise() += bias;
+    return y;
+  }
+};
+
+/// The affine map of a matrix with zero bias.
+template <class MatrixType>
+AffineMap<std::decay_t<MatrixType>> linear_map(MatrixType matrix) {
+  const Index rows = matrix.rows();
+  return {std::move(matrix), detail::Vector<typename std::decay_t<MatrixType>::Scalar>::Zero(rows)};
+}
+
+/// The affine map of a matrix and bias (checked to agree in size).
+template <class MatrixType, class BiasDerived>
+AffineMap<std::decay_t<MatrixType>> affine_map(MatrixType matrix, const Eigen::MatrixBase<BiasDerived>& bias) {
+  if (bias.size() != matrix.rows() || (bias.rows() != 1 && bias.cols() != 1))
+    detail::fail("bias has ", bias.size(), " elements (", bias.rows(), " x ", bias.cols(), "), but the matrix has ",
+                 matrix.rows(), " rows");
+  detail::Vector<typename std::decay_t<MatrixType>::Scalar> b = bias.derived().reshaped();
+  return {std::move(matrix), std::move(b)};
+}
+
+/// The one affine layer equal to `first` followed by `second`:
+/// x -> T2 (T1 x + b1) + b2 = (T2 T1) x + (T2 b1 + b2).
+template <class MatrixType>
+AffineMap<MatrixType> compose(const AffineMap<MatrixType>& second, const AffineMap<MatrixType>& first) {
+  if (second.matrix.cols() != first.matrix.rows())
+    detail::fail("cannot compose affine layers: the second takes ", second.matrix.cols(),
+                 " inputs, but the first gives ", first.matrix.rows(), " outputs");
+  if constexpr (!std::is_base_of_v<Eigen::SparseMatrixBase<MatrixType>, MatrixType>)
+    detail::check_dense_size(second.matrix.rows(), first.matrix.cols(), sizeof(typename MatrixType::Scalar),
+                             "the composed matrix");
+  AffineMap<MatrixType> result;
+  result.matrix = second.matrix * first.matrix;
+  result.bias = second.matrix * first.bias + second.bias;
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// BatchNorm in inference mode
+// ---------------------------------------------------------------------------
+
+/// The running statistics and affine parameters of a BatchNorm layer in
+/// inference mode: y = gamma * (x - mean) / sqrt(var + eps) + beta, per
+/// channel (PyTorch's weight = gamma, bias = beta).
+template <class Scalar>
+struct BatchNorm {
+  detail::Vector<Scalar> gamma, beta, mean, var;
+  Scalar eps = Scalar(1e-5);
+
+  Index channels() const { return gamma.size(); }
+
+  /// Per channel, gamma / sqrt(var + eps).
+  detail::Vector<Scalar> scale() const {
+    validate();
+    return (gamma.array() / (var.array() + eps).sqrt()).matrix();
+  }
+  /// Per channel, beta - mean * scale.
+  detail::Vector<Scalar> shift() const { return (beta.array() - mean.array() * scale().array()).matrix(); }
+
+  /// Throws spec_error unless the four vectors agree and var + eps > 0.
+  void validate() const {
+    const Index c = gamma.size();
+    if (c <= 0 || beta.size() != c || mean.size() != c || var.size() != c)
+      detail::fail("batch norm parameters must all have one entry per channel: gamma has ", gamma.size(),
+                   ", beta ", beta.size(), ", mean ", mean.size(), ", var ", var.size());
+    for (Index i = 0; i < c; ++i)
+      if (!(var(i) + eps > Scalar(0)))
+        detail::fail("batch norm needs var + eps > 0: channel ", i, " has var=", var(i), ", eps=", eps);
+  }
+};
+
+/// A BatchNorm layer over (channels, spatial...) inputs as an affine map
+/// with a diagonal (sparse) matrix.
+template <class Scalar, class StorageIndex = int>
+AffineMap<SparseMatrix<Scalar, StorageIndex>> batch_norm_map(const BatchNorm<Scalar>& bn, Index spatial) {
+  if (spatial <= 0) detail::fail("batch norm needs a positive spatial size: spatial=", spatial);
+  const auto scale = bn.scale(), shift = bn.shift();
+  const Index n = detail::checked_mul(bn.channels(), spatial, "batch norm numel");
+  detail::check_storage_index<StorageIndex>(n, "the batch norm size");
+  AffineMap<SparseMatrix<Scalar, StorageIndex>> map;
+  map.matrix.resize(n, n);
+  map.matrix.reserve(Eigen::VectorXi::Constant(n, 1));
+  map.bias.resize(n);
+  for (Index c = 0; c < bn.channels(); ++c)
+    for (Index p = 0; p < spatial; ++p) {
+      map.matrix.insert(c * spatial + p, c * spatial + p) = scale(c);
+      map.bias(c * spatial + p) = shift(c);
+    }
+  map.matrix.makeCompressed();
+  return map;
+}
+
+/// A convolution's flattened weights and per-channel bias.
+template <class Scalar>
+struct ConvParameters {
+  detail::Vector<Scalar> weight, bias;
+};
+
+/// BatchNorm folded into the convolution before it: the weights and bias of
+/// the one convolution equal to conv(x, w) + b followed by `bn`
+/// (w'[oc, ...] = w[oc, ...] * scale[oc], b' = (b - mean) * scale + beta).
+template <int Rank, class WeightDerived, class BiasDerived>
+ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvSpec<Rank>& spec,
+                                                               const Eigen::MatrixBase<WeightDerived>& weight,
+                                                               const Eigen::MatrixBase<BiasDerived>& bias,
+                                                               const BatchNorm<typename WeightDerived::Scalar>& bn) {
+  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  const auto w = detail::weight_view(weight, spec.weight_numel(), detail::conv_weight_layout);
+  if (bias.size() != spec.out_channels || (bias.rows() != 1 && bias.cols() != 1))
+    detail::fail("bias has ", bias.size(), " elements, but the layer has out_channels=", spec.out_channels);
+  if (bn.channels() != spec.out_channels)
+    detail::fail("batch norm has ", bn.channels(), " channels, but the convolution has out_channels=",
+                 spec.out_channels);
+  const auto scale = bn.scale();
+  const Index per_channel = spec.weight_numel() / spec.out_channels;
+  ConvParameters<typename WeightDerived::Scalar> folded{w, bias.derived().reshaped()};
+  for (Index oc = 0; oc < spec.out_channels; ++oc)
+    folded.weight.segment(oc * per_channel, per_channel) *= scale(oc);
+  folded.bias = ((folded.bias - bn.mean).array() * scale.array() + bn.beta.array()).matrix();
+  return folded;
+}
+
+/// BatchNorm folded into the transposed convolution before it (weights laid
+/// out (in_channels, out_channels / groups, kernel...): the scale of output
+/// channel oc multiplies every w[ic, oc mod (out_channels / groups), ...]
+/// of oc's group).
+template <int Rank, class WeightDerived, class BiasDerived>
+ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTransposeSpec<Rank>& spec,
+                                                               const Eigen::MatrixBase<WeightDerived>& weight,
+                                                               const Eigen::MatrixBase<BiasDerived>& bias,
+                                                               const BatchNorm<typename WeightDerived::Scalar>& bn) {
+  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  const auto w = detail::weight_view(weight, spec.weight_numel(), detail::transpose_weight_layout);
+  if (bias.size() != spec.out_channels || (bias.rows() != 1 && bias.cols() != 1))
+    detail::fail("bias has ", bias.size(), " elements, but the layer has out_channels=", spec.out_channels);
+  if (bn.channels() != spec.out_channels)
+    detail::fail("batch norm has ", bn.channels(), " channels, but the transposed convolution has out_channels=",
+                 spec.out_channels);
+  const auto scale = bn.scale();
+  const Index opg = spec.out_channels / spec.groups, ipg = spec.in_channels / spec.groups;
+  const Index kn = spec.kernel_numel();
+  ConvParameters<typename WeightDerived::Scalar> folded{w, bias.derived().reshaped()};
+  for (Index ic = 0; ic < spec.in_channels; ++ic)
+    for (Index j = 0; j < opg; ++j)
+      folded.weight.segment((ic * opg + j) * kn, kn) *= scale(ic / ipg * opg + j);
+  folded.bias = ((folded.bias - bn.mean).array() * scale.array() + bn.beta.array()).matrix();
+  return folded;
+}
+
+}  // namespace convmat

@@ -1,0 +1,318 @@
+// The other linear layers against PyTorch: average pooling, padding, nearest
+// upsampling, BatchNorm folding and the composition of affine layers, each
+// applied to the inputs of tests/data/layers_golden.txt (made by
+// tools/make_layer_golden.py) and compared with PyTorch's outputs; the
+// sparse forms equal the dense ones; errors name their values.
+#include <convmat/layers.hpp>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/catch.hpp"
+#include "support/random.hpp"
+
+using namespace convmat_test;
+using convmat::Index;
+
+namespace {
+
+using Vector = Eigen::VectorXd;
+
+/// One block of the golden file: `key value...` lines.
+struct GoldenCase {
+  std::string name;
+  std::map<std::string, std::vector<std::string>> fields;
+
+  const std::vector<std::string>& at(const std::string& key) const {
+    const auto it = fields.find(key);
+    if (it == fields.end()) FAIL("golden case " << name << " has no field " << key);
+    return it->second;
+  }
+  std::string text(const std::string& key) const { return at(key).at(0); }
+  Index integer(const std::string& key) const { return std::stoll(at(key).at(0)); }
+  Vector vector(const std::string& key) const {
+    const auto& values = at(key);
+    Vector v(static_cast<Index>(values.size()));
+    for (std::size_t i = 0; i < values.size(); ++i) v(static_cast<Index>(i)) = std::stod(values[i]);
+    return v;
+  }
+  template <int Rank>
+  std::array<Index, Rank> sizes(const std::string& key) const {
+    const auto& values = at(key);
+    REQUIRE(values.size() == static_cast<std::size_t>(Rank));
+    std::array<Index, Rank> a{};
+    for (int d = 0; d < Rank; ++d) a[d] = std::stoll(values[static_cast<std::size_t>(d)]);
+    return a;
+  }
+};
+
+const std::vector<GoldenCase>& golden_cases() {
+  static const std::vector<GoldenCase> cases = [] {
+    const std::string path = std::string(CONVMAT_TEST_DATA_DIR) + "/layers_golden.txt";
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot open " + path);
+    std::vector<GoldenCase> result;
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty() || line[0] == '#') continue;
+      std::istringstream words(line);
+      std::string key, value;
+      words >> key;
+      if (key == "case") {
+        result.emplace_back();
+        words >> result.back().name;
+        continue;
+      }
+      auto& values = result.back().fields[key];
+      while (words >> value) values.push_back(value);
+    }
+    return result;
+  }();
+  return cases;
+}
+
+/// The golden cases of one kind; fails if there are none.
+std::vector<const GoldenCase*> cases_of(const std::string& kind) {
+  std::vector<const GoldenCase*> found;
+  for (const auto& c : golden_cases())
+    if (c.text("kind") == kind) found.push_back(&c);
+  REQUIRE(!found.empty());
+  return found;
+}
+
+constexpr double tolerance = 1e-12;
+
+/// Checks one linear layer against its golden case: output size, dense
+/// T x == PyTorch's output, sparse == dense.
+template <class Spec, class DenseFn, class SparseFn>
+void check_linear_layer(const GoldenCase& c, const Spec& spec, DenseFn dense, SparseFn sparse) {
+  INFO("golden case " << c.name);
+  REQUIRE(spec.output_size() == c.sizes<Spec::rank>("output_size"));
+  const Eigen::MatrixXd t = dense(spec);
+  REQUIRE(t.rows() == spec.output_numel());
+  REQUIRE(t.cols() == spec.input_numel());
+  const Vector y = t * c.vector("input");
+  REQUIRE(relative_error(y, c.vector("output")) <= tolerance);
+  const Eigen::MatrixXd s = sparse(spec);
+  REQUIRE((s - t).cwiseAbs().maxCoeff() == 0.0);
+}
+
+template <int Rank>
+void check_avg_pool(const GoldenCase& c) {
+  convmat::AvgPoolSpec<Rank> spec;
+  spec.channels = c.integer("channels");
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.kernel_size = c.sizes<Rank>("kernel_size");
+  spec.stride = c.sizes<Rank>("stride");
+  spec.padding = c.sizes<Rank>("padding");
+  spec.ceil_mode = c.integer("ceil_mode") != 0;
+  spec.count_include_pad = c.integer("count_include_pad") != 0;
+  if (c.integer("divisor_override") != 0) spec.divisor_override = c.integer("divisor_override");
+  check_linear_layer(
+      c, spec, [](const auto& s) { return convmat::avg_pool_matrix<double>(s); },
+      [](const auto& s) { return convmat::avg_pool_matrix_sparse<double>(s); });
+}
+
+template <int Rank>
+void check_pad(const GoldenCase& c) {
+  convmat::PadSpec<Rank> spec;
+  spec.channels = c.integer("channels");
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.pad_begin = c.sizes<Rank>("pad_begin");
+  spec.pad_end = c.sizes<Rank>("pad_end");
+  spec.mode = static_cast<convmat::PaddingMode>(c.integer("mode"));
+  check_linear_layer(
+      c, spec, [](const auto& s) { return convmat::pad_matrix<double>(s); },
+      [](const auto& s) { return convmat::pad_matrix_sparse<double>(s); });
+}
+
+template <int Rank>
+void check_upsample(const GoldenCase& c) {
+  convmat::UpsampleSpec<Rank> spec;
+  spec.channels = c.integer("channels");
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.scale = c.sizes<Rank>("scale");
+  check_linear_layer(
+      c, spec, [](const auto& s) { return convmat::upsample_nearest_matrix<double>(s); },
+      [](const auto& s) { return convmat::upsample_nearest_matrix_sparse<double>(s); });
+}
+
+template <template <int> class Check>
+void by_rank(const GoldenCase& c) {
+  switch (c.integer("rank")) {
+    case 1: Check<1>{}(c); break;
+    case 2: Check<2>{}(c); break;
+    case 3: Check<3>{}(c); break;
+    default: FAIL("golden case " << c.name << " has an unexpected rank");
+  }
+}
+
+template <int Rank>
+struct AvgPoolCheck {
+  void operator()(const GoldenCase& c) const { check_avg_pool<Rank>(c); }
+};
+template <int Rank>
+struct PadCheck {
+  void operator()(const GoldenCase& c) const { check_pad<Rank>(c); }
+};
+template <int Rank>
+struct UpsampleCheck {
+  void operator()(const GoldenCase& c) const { check_upsample<Rank>(c); }
+};
+
+convmat::BatchNorm<double> batch_norm_of(const GoldenCase& c) {
+  convmat::BatchNorm<double> bn;
+  bn.gamma = c.vector("gamma");
+  bn.beta = c.vector("beta");
+  bn.mean = c.vector("mean");
+  bn.var = c.vector("var");
+  bn.eps = c.vector("eps")(0);
+  return bn;
+}
+
+}  // namespace
+
+TEST_CASE("average pooling matches PyTorch (ceil_mode, count_include_pad, divisor_override)", "[layers][golden]") {
+  const auto cases = cases_of("avg_pool");
+  CHECK(cases.size() >= 12);
+  for (const auto* c : cases) by_rank<AvgPoolCheck>(*c);
+}
+
+TEST_CASE("padding layers match PyTorch's F.pad in every mode", "[layers][golden]") {
+  const auto cases = cases_of("pad");
+  CHECK(cases.size() == 12);
+  for (const auto* c : cases) by_rank<PadCheck>(*c);
+}
+
+TEST_CASE("nearest upsampling matches PyTorch's F.interpolate", "[layers][golden]") {
+  for (const auto* c : cases_of("upsample")) by_rank<UpsampleCheck>(*c);
+}
+
+TEST_CASE("BatchNorm folded into a convolution matches PyTorch", "[layers][golden]") {
+  const auto& c = *cases_of("conv_bn").at(0);
+  INFO("golden case " << c.name);
+  convmat::Conv2dSpec spec;
+  spec.in_channels = c.integer("in_channels");
+  spec.out_channels = c.integer("out_channels");
+  spec.input_size = c.sizes<2>("input_size");
+  spec.kernel_size = c.sizes<2>("kernel_size");
+  spec.stride = c.sizes<2>("stride");
+  spec.padding = c.sizes<2>("padding");
+  spec.groups = c.integer("groups");
+  const auto bn = batch_norm_of(c);
+  const Vector x = c.vector("input"), expected = c.vector("output");
+
+  const auto folded = convmat::fold_batch_norm(spec, c.vector("weight"), c.vector("bias"), bn);
+  const Vector y = convmat::conv_matrix(spec, folded.weight) * x + convmat::bias_vector(spec, folded.bias);
+  CHECK(relative_error(y, expected) <= tolerance);
+
+  // The same through the BatchNorm layer's own affine map, composed.
+  const auto conv = convmat::affine_map(convmat::conv_matrix_sparse(spec, c.vector("weight")),
+                                        convmat::bias_vector(spec, c.vector("bias")));
+  const auto both = convmat::compose(convmat::batch_norm_map(bn, spec.output_spatial()), conv);
+  CHECK(relative_error(both(x), expected) <= tolerance);
+}
+
+TEST_CASE("BatchNorm folded into a transposed convolution matches PyTorch", "[layers][golden]") {
+  const auto& c = *cases_of("conv_transpose_bn").at(0);
+  INFO("golden case " << c.name);
+  convmat::ConvTranspose1dSpec spec;
+  spec.in_channels = c.integer("in_channels");
+  spec.out_channels = c.integer("out_channels");
+  spec.input_size = c.sizes<1>("input_size");
+  spec.kernel_size = c.sizes<1>("kernel_size");
+  spec.stride = c.sizes<1>("stride");
+  spec.padding = c.sizes<1>("padding");
+  spec.output_padding = c.sizes<1>("output_padding");
+  spec.groups = c.integer("groups");
+  const auto folded = convmat::fold_batch_norm(spec, c.vector("weight"), c.vector("bias"), batch_norm_of(c));
+  const Vector y =
+      convmat::conv_transpose_matrix(spec, folded.weight) * c.vector("input") + convmat::bias_vector(spec, folded.bias);
+  CHECK(relative_error(y, c.vector("output")) <= tolerance);
+}
+
+TEST_CASE("conv, pooling, conv composed into one affine layer matches PyTorch", "[layers][golden]") {
+  const auto& c = *cases_of("compose").at(0);
+  convmat::Conv2dSpec conv1;
+  conv1.in_channels = 2;
+  conv1.out_channels = 3;
+  conv1.input_size = c.sizes<2>("input_size");
+  conv1.kernel_size = {3, 3};
+  conv1.padding = {1, 1};
+  conv1.padding_mode = convmat::PaddingMode::reflect;
+  convmat::AvgPool2dSpec pool;
+  pool.channels = 3;
+  pool.input_size = conv1.output_size();
+  pool.kernel_size = {2, 2};
+  pool.ceil_mode = true;
+  convmat::Conv2dSpec conv2;
+  conv2.in_channels = 3;
+  conv2.out_channels = 2;
+  conv2.input_size = pool.output_size();
+  conv2.kernel_size = {2, 2};
+
+  using Dense = convmat::AffineMap<Eigen::MatrixXd>;
+  const Dense first{convmat::conv_matrix(conv1, c.vector("weight1")), convmat::bias_vector(conv1, c.vector("bias1"))};
+  const Dense second = convmat::linear_map(Eigen::MatrixXd(convmat::avg_pool_matrix(pool)));
+  const Dense third{convmat::conv_matrix(conv2, c.vector("weight2")), convmat::bias_vector(conv2, c.vector("bias2"))};
+  const auto whole = convmat::compose(third, convmat::compose(second, first));
+  REQUIRE(whole.input_numel() == conv1.input_numel());
+  REQUIRE(whole.output_numel() == conv2.output_numel());
+  CHECK(relative_error(whole(c.vector("input")), c.vector("output")) <= tolerance);
+  // Associativity, and the map of a batch is the map of each column.
+  const auto other = convmat::compose(convmat::compose(third, second), first);
+  CHECK(relative_error(other.matrix, whole.matrix) <= tolerance);
+  CHECK(relative_error(other.bias, whole.bias) <= tolerance);
+  auto rng = generator("compose batch");
+  const Eigen::MatrixXd batch = random_matrix<double>(rng, whole.input_numel(), 3);
+  const Eigen::MatrixXd y = whole(batch);
+  for (Index j = 0; j < 3; ++j) CHECK(relative_error(Vector(y.col(j)), Vector(whole(batch.col(j)))) <= tolerance);
+}
+
+TEST_CASE("flatten is the identity", "[layers]") {
+  CHECK(convmat::flatten_matrix<float>(5).isIdentity());
+  CHECK_THROWS_WITH(convmat::flatten_matrix<float>(0), Catch::Matchers::Contains("numel=0"));
+}
+
+TEST_CASE("layer errors name every value involved", "[layers][errors]") {
+  convmat::AvgPool2dSpec pool;
+  pool.channels = 2;
+  pool.input_size = {5, 5};
+  pool.kernel_size = {2, 3};
+  pool.padding = {1, 2};
+  CHECK_THROWS_AS(pool.validate(), convmat::spec_error);
+  CHECK_THROWS_WITH(pool.validate(), Catch::Matchers::Contains("padding=(1, 2)") &&
+                                         Catch::Matchers::Contains("kernel_size=(2, 3)"));
+  pool.padding = {0, 0};
+  pool.kernel_size = {6, 2};
+  CHECK_THROWS_WITH(pool.validate(), Catch::Matchers::Contains("does not fit") &&
+                                         Catch::Matchers::Contains("input_size=(5, 5)"));
+
+  convmat::PadSpec<1> pad;
+  pad.channels = 1;
+  pad.input_size = {3};
+  pad.pad_begin = {3};
+  pad.mode = convmat::PaddingMode::reflect;
+  CHECK_THROWS_WITH(convmat::pad_matrix(pad), Catch::Matchers::Contains("reflect") &&
+                                                  Catch::Matchers::Contains("input_size=(3)"));
+
+  convmat::UpsampleSpec<2> up;
+  up.input_size = {2, 2};
+  up.scale = {2, 0};
+  CHECK_THROWS_WITH(convmat::upsample_nearest_matrix(up), Catch::Matchers::Contains("scale=(2, 0)"));
+
+  const auto a = convmat::linear_map(Eigen::MatrixXd::Identity(3, 4).eval());
+  const auto b = convmat::linear_map(Eigen::MatrixXd::Identity(5, 2).eval());
+  CHECK_THROWS_WITH(convmat::compose(a, b), Catch::Matchers::Contains("takes 4 inputs") &&
+                                                Catch::Matchers::Contains("gives 5 outputs"));
+
+  convmat::BatchNorm<double> bn;
+  bn.gamma = bn.beta = bn.mean = Vector::Ones(3);
+  bn.var = Vector::Ones(2);
+  CHECK_THROWS_WITH(bn.validate(), Catch::Matchers::Contains("var 2"));
+  bn.var = -Vector::Ones(3);
+  CHECK_THROWS_WITH(bn.validate(), Catch::Matchers::Contains("channel 0 has var=-1"));
+}
