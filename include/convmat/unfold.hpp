@@ -12,6 +12,7 @@
 
 #include "detail/arguments.hpp"
 #include "detail/geometry.hpp"
+#include "detail/parallel.hpp"
 #include "limits.hpp"
 #include "spec.hpp"
 
@@ -21,69 +22,103 @@ namespace detail {
 inline constexpr const char* unfold_hint =
     "use convolve() or the sparse matrix instead, or raise the limit with set_max_dense_bytes()";
 
-/// Walks the unfold matrix (rows (channel, tap), columns output positions)
-/// in segments along the last output axis. For each segment it calls
-/// f(row, column, base, sources): the segment holds columns [column,
-/// column + O_last) of `row`; element j reads input[base + sources[j]]
-/// (sources[j] < 0: padding zero); base < 0 means the whole segment reads
-/// padding zeros.
+/// Walks rows [row_begin, row_end) of the unfold matrix (rows (channel,
+/// tap), columns output positions) in order, in segments along the last
+/// output axis. For each segment it calls f(row, column, base, sources,
+/// interior): the segment holds columns [column, column + O_last) of `row`;
+/// element j reads input[base + sources[j]] (sources[j] < 0: padding zero);
+/// base < 0 means the whole segment reads padding zeros. `interior` is the
+/// last axis's AxisRun for the tap: elements [begin, end) read
+/// input[base + first + (j - begin) * step], with no padding in between.
 template <int Rank, class F>
-void for_each_unfold_segment(const Geometry<Rank>& g, F&& f) {
+void for_each_unfold_segment(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f) {
   constexpr int last = Rank - 1;
   const Index segment = g.output_size[last];
   const Index outer_count = g.output_spatial / segment;
-  std::array<Index, Rank> k{};  // tap multi-index
-  for (Index tap = 0; tap < g.kernel_numel; ++tap) {
+  for (Index row = row_begin; row < row_end; ++row) {
+    const Index channel = row / g.kernel_numel;
+    std::array<Index, Rank> k{};  // tap multi-index
+    for (Index tap = row % g.kernel_numel, d = last; d >= 0; --d) {
+      k[d] = tap % g.kernel_size[d];
+      tap /= g.kernel_size[d];
+    }
     const Index* sources = g.axes[last].sources_of_tap(k[last]);
+    const AxisRun& interior = g.axes[last].interior(k[last]);
     std::array<Index, Rank> o{};  // outer output multi-index (last axis unused)
     for (Index outer = 0; outer < outer_count; ++outer) {
-      Index base = 0;
+      Index base = channel * g.input_spatial;
       for (int d = 0; d < last && base >= 0; ++d) {
         const Index s = g.axes[d].source(o[d], k[d]);
         base = s < 0 ? -1 : base + s * g.input_strides[d];
       }
-      for (Index c = 0; c < g.in_channels; ++c)
-        f(c * g.kernel_numel + tap, outer * segment, base < 0 ? base : base + c * g.input_spatial, sources);
+      f(row, outer * segment, base, sources, interior);
       for (int d = last - 1; d >= 0; --d) {  // next outer position
         if (++o[d] < g.output_size[d]) break;
         o[d] = 0;
       }
     }
-    for (int d = last; d >= 0; --d) {  // next tap
-      if (++k[d] < g.kernel_size[d]) break;
-      k[d] = 0;
-    }
   }
 }
 
+/// The number of unfold rows one thread should at least take: enough for
+/// the split to pay for itself (about 32 Ki elements).
+template <int Rank>
+Index unfold_grain(const Geometry<Rank>& g) {
+  return std::max<Index>(1, (Index{1} << 15) / std::max<Index>(g.output_spatial, 1));
+}
+
 /// The unfold matrix of one sample into `columns` (row-major, rows x cols
-/// as unfold()).
+/// as unfold()). Rows are split over threads when OpenMP is on; within a
+/// segment the interior is one contiguous (or strided) copy and only the
+/// borders look at the per-element sources.
 template <int Rank, class Scalar>
 void unfold_into(const Geometry<Rank>& g, const Scalar* x, Scalar* columns) {
   const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
-  for_each_unfold_segment(g, [&](Index row, Index column, Index base, const Index* sources) {
+  const auto copy_segment = [&](Index row, Index column, Index base, const Index* sources,
+                                const AxisRun& interior) {
     Scalar* out = columns + row * width + column;
     if (base < 0) {
       std::fill(out, out + segment, Scalar(0));
       return;
     }
     const Scalar* in = x + base;
-    for (Index j = 0; j < segment; ++j) out[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j) out[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
+    };
+    by_source(0, interior.begin);
+    const Scalar* run = in + interior.first;
+    if (interior.step == 1)
+      std::copy(run, run + (interior.end - interior.begin), out + interior.begin);
+    else
+      for (Index j = interior.begin; j < interior.end; ++j) out[j] = run[(j - interior.begin) * interior.step];
+    by_source(std::max(interior.begin, interior.end), segment);
+  };
+  parallel_chunks(0, g.in_channels * g.kernel_numel, unfold_grain(g), [&](Index begin, Index end) {
+    for_each_unfold_segment(g, begin, end, copy_segment);
   });
 }
 
-/// fold: the adjoint of unfold_into; x is overwritten.
+/// fold: the adjoint of unfold_into; x is overwritten. Serial: rows of
+/// one channel add into the same inputs.
 template <int Rank, class Scalar>
 void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
   const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
   std::fill(x, x + g.input_numel(), Scalar(0));
-  for_each_unfold_segment(g, [&](Index row, Index column, Index base, const Index* sources) {
-    if (base < 0) return;
-    const Scalar* in = columns + row * width + column;
-    Scalar* out = x + base;
-    for (Index j = 0; j < segment; ++j)
-      if (sources[j] >= 0) out[sources[j]] += in[j];
-  });
+  for_each_unfold_segment(g, 0, g.in_channels * g.kernel_numel,
+                          [&](Index row, Index column, Index base, const Index* sources, const AxisRun& interior) {
+                            if (base < 0) return;
+                            const Scalar* in = columns + row * width + column;
+                            Scalar* out = x + base;
+                            const auto by_source = [&](Index j_begin, Index j_end) {
+                              for (Index j = j_begin; j < j_end; ++j)
+                                if (sources[j] >= 0) out[sources[j]] += in[j];
+                            };
+                            by_source(0, interior.begin);
+                            Scalar* run = out + interior.first;
+                            for (Index j = interior.begin; j < interior.end; ++j)
+                              run[(j - interior.begin) * interior.step] += in[j];
+                            by_source(std::max(interior.begin, interior.end), segment);
+                          });
 }
 
 }  // namespace detail

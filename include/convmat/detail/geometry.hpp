@@ -33,6 +33,13 @@ inline Index padded_source(Index p, Index n, PaddingMode mode) {
   return -1;
 }
 
+/// Outputs [begin, end) of one axis that read input coordinates first,
+/// first + step, ... through one tap: the part of a row with no padding,
+/// where copying is a strided (step 1: contiguous) read. Empty: begin == end.
+struct AxisRun {
+  Index begin = 0, end = 0, first = 0, step = 1;
+};
+
 /// One spatial axis of a layer: for output coordinate o and tap k, the
 /// input coordinate o * stride + k * dilation - pad_begin reads, after the
 /// padding mode, or -1.
@@ -43,12 +50,18 @@ class AxisMap {
           PaddingMode mode)
       : input_(input), output_(output), kernel_(kernel),
         source_(static_cast<std::size_t>(checked_mul(output, kernel, "output * kernel"))),
-        by_tap_(source_.size()) {
+        by_tap_(source_.size()), interior_(static_cast<std::size_t>(kernel)) {
     for (Index o = 0; o < output; ++o)
       for (Index k = 0; k < kernel; ++k) {
-        const Index s = padded_source(o * stride + k * dilation - pad_begin, input, mode);
+        const Index p = o * stride + k * dilation - pad_begin;
+        const Index s = padded_source(p, input, mode);
         source_[static_cast<std::size_t>(o * kernel + k)] = s;
         by_tap_[static_cast<std::size_t>(k * output + o)] = s;
+        AxisRun& run = interior_[static_cast<std::size_t>(k)];
+        if (0 <= p && p < input) {  // p grows with o, so these o are one run
+          if (run.begin == run.end) run = {o, o, s, stride};
+          run.end = o + 1;
+        }
       }
   }
 
@@ -62,6 +75,9 @@ class AxisMap {
   const Index* sources(Index o) const { return source_.data() + o * kernel_; }
   /// source(0 .. output - 1, k), contiguous.
   const Index* sources_of_tap(Index k) const { return by_tap_.data() + k * output_; }
+  /// The outputs whose tap k reads inside the input (no padding), as one
+  /// arithmetic run: there source(o, k) = first + (o - begin) * step.
+  const AxisRun& interior(Index k) const { return interior_[static_cast<std::size_t>(k)]; }
 
   /// How many distinct input coordinates output o reads.
   Index distinct_sources(Index o) const {
@@ -84,6 +100,7 @@ class AxisMap {
   Index input_ = 0, output_ = 0, kernel_ = 0;
   std::vector<Index> source_;  // [o][k]
   std::vector<Index> by_tap_;  // [k][o], the same table transposed
+  std::vector<AxisRun> interior_;  // [k]
 };
 
 /// One kernel tap that an output position reads: the input's flat spatial
