@@ -1,0 +1,286 @@
+// Every kind of bad input, at every public entry point, is a
+// convmat::spec_error whose message names the values involved — thrown
+// before anything is allocated. One row per kind in the table below; set
+// CONVMAT_PRINT_ERRORS=1 to print the table (kind | message) while it runs.
+#include <convmat/convmat.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "support/catch.hpp"
+
+using convmat::Index;
+
+namespace {
+
+constexpr Index index_max = std::numeric_limits<Index>::max();
+
+/// Sets max_dense_bytes() for one scope.
+class DenseLimit {
+ public:
+  explicit DenseLimit(std::size_t bytes) : saved_(convmat::max_dense_bytes()) {
+    convmat::set_max_dense_bytes(bytes);
+  }
+  ~DenseLimit() { convmat::set_max_dense_bytes(saved_); }
+  DenseLimit(const DenseLimit&) = delete;
+  DenseLimit& operator=(const DenseLimit&) = delete;
+
+ private:
+  std::size_t saved_;
+};
+
+/// A valid 2-D layer: 4 -> 6 channels, 7 x 9 input, 3 x 3 kernel; output
+/// 6 x 5 x 7 = 210, input 252, weights 216.
+convmat::Conv2dSpec layer() {
+  convmat::Conv2dSpec s;
+  s.in_channels = 4;
+  s.out_channels = 6;
+  s.input_size = {7, 9};
+  s.kernel_size = {3, 3};
+  return s;
+}
+
+/// A valid 1-D transposed layer: 2 -> 3 channels, input 4, kernel 3,
+/// stride 2: output 9, weights 2 * 3 * 3 = 18.
+convmat::ConvTranspose1dSpec transposed() {
+  convmat::ConvTranspose1dSpec t;
+  t.in_channels = 2;
+  t.out_channels = 3;
+  t.input_size = {4};
+  t.kernel_size = {3};
+  t.stride = {2};
+  return t;
+}
+
+const Eigen::VectorXd& weights() {
+  static const Eigen::VectorXd w = Eigen::VectorXd::Ones(216);
+  return w;
+}
+
+/// One kind of bad input: what is wrong, the call, and the parts its
+/// message must contain (a part starting with '=' must be the whole message).
+struct BadInput {
+  std::string kind;
+  std::function<void()> call;
+  std::vector<std::string> expected;
+};
+
+std::vector<BadInput> bad_inputs() {
+  using convmat::PaddingMode;
+  const auto& w = weights();
+  std::vector<BadInput> table;
+  const auto add = [&](std::string kind, std::function<void()> call, std::vector<std::string> expected) {
+    table.push_back({std::move(kind), std::move(call), std::move(expected)});
+  };
+
+  // ---- the spec ---------------------------------------------------------
+  add("in_channels zero", [] { auto s = layer(); s.in_channels = 0; s.validate(); },
+      {"=convmat: channels and groups must be positive: in_channels=0, out_channels=6, groups=1"});
+  add("out_channels negative", [] { auto s = layer(); s.out_channels = -3; s.output_size(); },
+      {"channels and groups must be positive", "out_channels=-3"});
+  add("groups zero", [] { auto s = layer(); s.groups = 0; s.weight_numel(); },
+      {"channels and groups must be positive", "groups=0"});
+  add("channels not divisible by groups", [] { auto s = layer(); s.groups = 3; s.validate(); },
+      {"=convmat: channels must be divisible by groups: in_channels=4, out_channels=6, groups=3"});
+  add("input_size left unset", [] { convmat::Conv2dSpec s; s.kernel_size = {1, 1}; s.validate(); },
+      {"=convmat: input_size must be positive in every dimension: input_size=(0, 0)"});
+  add("kernel_size zero", [] { auto s = layer(); s.kernel_size = {3, 0}; s.input_numel(); s.validate(); },
+      {"=convmat: kernel_size must be positive in every dimension: kernel_size=(3, 0)"});
+  add("stride negative", [] { auto s = layer(); s.stride = {-2, 1}; s.validate(); },
+      {"=convmat: stride must be positive in every dimension: stride=(-2, 1)"});
+  add("dilation zero", [] { auto s = layer(); s.dilation = {1, 0}; s.validate(); },
+      {"=convmat: dilation must be positive in every dimension: dilation=(1, 0)"});
+  add("padding negative", [] { auto s = layer(); s.padding = {0, -1}; s.validate(); },
+      {"=convmat: padding must not be negative: padding=(0, -1)"});
+  add("padding_end negative", [] { auto s = layer(); s.set_padding({1, 1}, {-4, 0}); s.validate(); },
+      {"=convmat: padding_end must not be negative: padding_end=(-4, 0)"});
+  add("kernel larger than the padded input", [] { auto s = layer(); s.kernel_size = {10, 3}; s.validate(); },
+      {"=convmat: kernel does not fit: input_size=(7, 9), kernel_size=(10, 3), dilation=(1, 1), "
+       "padding=(0, 0), stride=(1, 1) give output (-2, 7)"});
+  add("dilated kernel that does not fit, asymmetric padding",
+      [] { auto s = layer(); s.dilation = {4, 1}; s.set_padding({0, 0}, {1, 0}); s.validate(); },
+      {"kernel does not fit", "dilation=(4, 1)", "padding=(0, 0), padding_end=(1, 0)", "give output (0, 7)"});
+  add("reflect padding as large as the input",
+      [] { auto s = layer(); s.padding_mode = PaddingMode::reflect; s.padding = {1, 9}; s.validate(); },
+      {"=convmat: reflect padding must be smaller than the input in every dimension: padding=(1, 9), "
+       "padding_end=(1, 9), input_size=(7, 9)"});
+  add("circular padding larger than the input",
+      [] { auto s = layer(); s.padding_mode = PaddingMode::circular; s.set_padding({8, 0}, {0, 0}); s.validate(); },
+      {"circular padding must not exceed the input", "padding=(8, 0)", "input_size=(7, 9)"});
+  add("padding_mode not a PaddingMode",
+      [] { auto s = layer(); s.padding_mode = static_cast<PaddingMode>(-1); s.validate(); },
+      {"=convmat: padding_mode is not a PaddingMode: PaddingMode(-1)"});
+  add("padding mode name unknown", [] { convmat::padding_mode_from_string("symmetric"); },
+      {"=convmat: padding_mode must be zeros, reflect, replicate or circular, not 'symmetric'"});
+  add("padding='same' with a stride", [] { auto s = layer(); s.stride = {1, 2}; s.set_padding_same(); },
+      {"=convmat: padding='same' needs stride 1: stride=(1, 2)"});
+  add("padding='full' with kernel unset", [] { convmat::Conv1dSpec s; s.set_padding_full(); },
+      {"=convmat: kernel_size must be positive in every dimension: kernel_size=(0)"});
+  add("dilation * (kernel - 1) overflows",
+      [] { auto s = layer(); s.dilation = {index_max / 2 + 1, 1}; s.validate(); },
+      {"dilation * (kernel_size - 1) overflows Index", std::to_string(index_max / 2 + 1) + " * 2"});
+  add("dilation * (kernel - 1) + 1 overflows",
+      [] { convmat::Conv1dSpec s; s.input_size = {5}; s.kernel_size = {2}; s.dilation = {index_max};
+           s.validate(); },
+      {"dilation * (kernel_size - 1) + 1 overflows Index", std::to_string(index_max) + " + 1"});
+  add("input + padding overflows",
+      [] { convmat::Conv1dSpec s; s.input_size = {index_max - 1}; s.kernel_size = {1}; s.padding = {1};
+           s.validate(); },
+      {"padded input size overflows Index"});
+  add("spatial size product overflows",
+      [] { convmat::Conv3dSpec s; s.input_size = {Index(1) << 22, Index(1) << 22, Index(1) << 22};
+           s.kernel_size = {1, 1, 1}; s.input_numel(); },
+      {"input size overflows Index", "17592186044416 * 4194304"});
+  add("channels * spatial size overflows",
+      [] { convmat::Conv2dSpec s; s.in_channels = Index(1) << 40; s.input_size = {Index(1) << 12, Index(1) << 12};
+           s.kernel_size = {1, 1}; s.input_numel(); },
+      {"input_numel overflows Index", "1099511627776 * 16777216"});
+  add("weight count overflows",
+      [] { convmat::Conv2dSpec s; s.out_channels = Index(1) << 40; s.input_size = {4096, 4096};
+           s.kernel_size = {4096, 4096}; s.weight_numel(); },
+      {"weight_numel overflows Index", "1099511627776 * 16777216"});
+  add("index tables of a huge layer",
+      [] { convmat::Conv1dSpec s; s.input_size = {Index(1) << 40}; s.kernel_size = {3}; convmat::matrix_size(s); },
+      {"the index tables would need", "output_size=(1099511627774)", "kernel_size=(3)", "max_dense_bytes()"});
+
+  // ---- the transposed spec ---------------------------------------------
+  add("output_padding not smaller than stride or dilation",
+      [] { auto t = transposed(); t.output_padding = {2}; t.validate(); },
+      {"=convmat: output_padding must be smaller than either stride or dilation: output_padding=(2), "
+       "stride=(2), dilation=(1)"});
+  add("output_padding negative", [] { auto t = transposed(); t.output_padding = {-1}; t.validate(); },
+      {"=convmat: output_padding must not be negative: output_padding=(-1)"});
+  add("transposed padding that leaves no output", [] { auto t = transposed(); t.padding = {6}; t.validate(); },
+      {"=convmat: padding leaves no output: input_size=(4), kernel_size=(3), stride=(2), padding=(6), "
+       "dilation=(1), output_padding=(0) give output (-3)"});
+  add("transposed (input - 1) * stride overflows",
+      [] { auto t = transposed(); t.stride = {index_max / 2}; t.validate(); },
+      {"(input_size - 1) * stride overflows Index"});
+
+  // ---- weights, inputs, batches ----------------------------------------
+  add("weights of the wrong length", [&] { convmat::conv_matrix(layer(), Eigen::VectorXd::Ones(215)); },
+      {"=convmat: weight has 215 elements (215 x 1), but the layer needs 216 laid out "
+       "(out_channels, in_channels / groups, kernel...)"});
+  add("weights given as a matrix", [&] { convmat::conv_matrix_sparse(layer(), Eigen::MatrixXd::Ones(24, 9)); },
+      {"=convmat: weight must be a vector of the flattened weights, not a 24 x 9 matrix"});
+  add("transposed weights of the wrong length",
+      [] { convmat::conv_transpose_matrix(transposed(), Eigen::VectorXd::Ones(19)); },
+      {"weight has 19 elements", "needs 18 laid out (in_channels, out_channels / groups, kernel...)"});
+  add("input of the wrong length", [&] { convmat::convolve(layer(), w, Eigen::MatrixXd::Ones(251, 2)); },
+      {"=convmat: input has 251 rows (251 x 2), but the layer needs 252 (one column per sample)"});
+  add("transposed input of the wrong length",
+      [] { convmat::convolve_transpose(transposed(), Eigen::VectorXd::Ones(18), Eigen::VectorXd::Ones(27)); },
+      {"input has 27 rows", "the layer needs 8"});
+  add("unfold input of the wrong length", [] { convmat::unfold(layer(), Eigen::VectorXd::Ones(63)); },
+      {"input has 63 rows (63 x 1), but the layer needs 252"});
+  add("unfold given a batch", [] { convmat::unfold(layer(), Eigen::MatrixXd::Ones(252, 2)); },
+      {"=convmat: unfold takes one sample: input has 2 columns"});
+  add("fold given the wrong shape", [] { convmat::fold(layer(), Eigen::MatrixXd::Ones(35, 36)); },
+      {"=convmat: fold needs a 36 x 35 matrix (in_channels * prod(kernel_size) x prod(output_size)), not 35 x 36"});
+  add("convolve_unfold input of the wrong length",
+      [&] { convmat::convolve_unfold(layer(), w, Eigen::VectorXd::Ones(253)); },
+      {"input has 253 rows", "needs 252"});
+  add("weight_jacobian given a batch", [] { convmat::weight_jacobian(layer(), Eigen::MatrixXd::Ones(252, 3)); },
+      {"=convmat: weight_jacobian takes one sample: input has 3 columns"});
+  add("bias of the wrong length", [] { convmat::bias_vector(layer(), Eigen::VectorXd::Ones(5)); },
+      {"=convmat: bias has 5 elements (5 x 1), but the layer has out_channels=6"});
+  add("affine matrix with weights of the wrong length",
+      [] { convmat::affine_matrix(layer(), Eigen::VectorXd::Ones(7), Eigen::VectorXd::Ones(6)); },
+      {"weight has 7 elements", "needs 216"});
+  add("row block reversed", [&] { convmat::conv_matrix_rows(layer(), w, 5, 4); },
+      {"=convmat: row block [5, 4) is not within the matrix's 210 rows (need 0 <= row_begin <= row_end <= 210)"});
+  add("row block past the end", [&] { convmat::conv_matrix_sparse_rows(layer(), w, 200, 211); },
+      {"row block [200, 211)", "210 rows"});
+  add("row block starting before 0", [&] { convmat::conv_matrix_rows(layer(), w, -1, 3); },
+      {"row block [-1, 3)"});
+  add("StorageIndex too narrow for the non-zeros",
+      [] { convmat::Conv2dSpec s; s.in_channels = 4; s.out_channels = 4; s.input_size = {20, 20};
+           s.kernel_size = {3, 3}; s.padding = {1, 1};
+           convmat::conv_matrix_sparse<std::int16_t>(s, Eigen::VectorXf::Ones(s.weight_numel())); },
+      {"the non-zero count = ", "does not fit the sparse matrix's StorageIndex (max 32767)",
+       "conv_matrix_sparse<std::int64_t>"});
+  add("StorageIndex too narrow for the columns",
+      [] { convmat::Conv1dSpec s; s.input_size = {40000}; s.kernel_size = {1};
+           convmat::conv_matrix_sparse<std::int16_t>(s, Eigen::VectorXf::Ones(1)); },
+      {"the column count = 40000 does not fit the sparse matrix's StorageIndex (max 32767)"});
+
+  // ---- the memory guard -------------------------------------------------
+  add("dense matrix beyond max_dense_bytes", [&] { DenseLimit limit(10000); convmat::conv_matrix(layer(), w); },
+      {"=convmat: the dense matrix would be 210 x 252 = 52920 entries of 8 bytes, more than max_dense_bytes() = "
+       "10000; build it as conv_matrix_sparse, in row blocks (conv_matrix_rows), use make_operator, or raise "
+       "the limit with set_max_dense_bytes()"});
+  add("dense row block beyond max_dense_bytes",
+      [&] { DenseLimit limit(20000); convmat::conv_matrix_rows(layer(), w, 0, 5); convmat::conv_matrix_rows(layer(), w, 0, 10); },
+      {"the dense matrix would be 10 x 252"});
+  add("transposed dense matrix beyond max_dense_bytes",
+      [] { DenseLimit limit(100); convmat::conv_transpose_matrix(transposed(), Eigen::VectorXd::Ones(18)); },
+      {"the dense matrix would be 27 x 8"});
+  add("affine matrix beyond max_dense_bytes",
+      [] { DenseLimit limit(10000); convmat::affine_matrix(layer(), weights(), Eigen::VectorXd::Ones(6)); },
+      {"the affine matrix would be 211 x 253"});
+  add("weight Jacobian beyond max_dense_bytes",
+      [] { DenseLimit limit(10000); convmat::weight_jacobian(layer(), Eigen::VectorXd::Ones(252)); },
+      {"the weight Jacobian would be 210 x 216"});
+  add("unfold matrix beyond max_dense_bytes",
+      [] { DenseLimit limit(1000); convmat::unfold(layer(), Eigen::VectorXd::Ones(252)); },
+      {"the unfold matrix would be 36 x 35", "use convolve()"});
+  add("convolve_unfold buffer beyond max_dense_bytes",
+      [&] { DenseLimit limit(1000); convmat::convolve_unfold(layer(), w, Eigen::VectorXd::Ones(252)); },
+      {"the unfold buffer would be 36 x 35"});
+  add("convolve output beyond max_dense_bytes",
+      [&] { DenseLimit limit(1000); convmat::convolve(layer(), w, Eigen::MatrixXd::Ones(252, 2)); },
+      {"the output would be 210 x 2", "pass fewer samples at a time"});
+  add("fold output beyond max_dense_bytes",
+      [] { DenseLimit limit(1000); convmat::fold(layer(), Eigen::MatrixXd::Ones(36, 35)); },
+      {"the folded vector would be 252 x 1"});
+  add("dense matrix of a layer whose matrix overflows Index",
+      [] { convmat::Conv2dSpec s; s.input_size = {Index(1) << 20, Index(1) << 20}; s.kernel_size = {1, 1};
+           DenseLimit limit(convmat::no_limit); convmat::conv_matrix(s, Eigen::VectorXd::Ones(1)); },
+      {"the dense matrix overflows Index: 1099511627776 * 1099511627776"});
+  return table;
+}
+
+}  // namespace
+
+TEST_CASE("every kind of bad input is a spec_error naming its values", "[errors]") {
+  const auto table = bad_inputs();
+  REQUIRE(table.size() >= 30);
+  const bool print = std::getenv("CONVMAT_PRINT_ERRORS") != nullptr;
+  for (const auto& bad : table) {
+    INFO("bad input: " << bad.kind);
+    std::string message = "no exception";
+    try {
+      bad.call();
+    } catch (const convmat::spec_error& e) {
+      message = e.what();
+    } catch (const std::exception& e) {
+      message = std::string("not a spec_error: ") + e.what();
+    }
+    if (print) std::cout << "| " << bad.kind << " | `" << message << "` |\n";
+    INFO("message: " << message);
+    for (const auto& part : bad.expected) {
+      if (!part.empty() && part[0] == '=')
+        CHECK(message == part.substr(1));
+      else
+        CHECK(message.find(part) != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("the memory guard is restored and can be switched off", "[errors][limits]") {
+  const auto saved = convmat::max_dense_bytes();
+  {
+    DenseLimit limit(0);
+    REQUIRE(convmat::max_dense_bytes() == 0);
+    REQUIRE_THROWS_AS(convmat::conv_matrix(layer(), weights()), convmat::spec_error);
+    convmat::set_max_dense_bytes(convmat::no_limit);
+    REQUIRE(convmat::conv_matrix(layer(), weights()).rows() == 210);
+  }
+  REQUIRE(convmat::max_dense_bytes() == saved);
+  REQUIRE(saved > 0);
+}
