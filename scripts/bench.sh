@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the benchmarks (-O3 -march=native; libtorch's rows when libtorch is
+# found), runs every row, then each peak-memory row in a process of its
+# own, and writes docs/benchmarks.md, docs/build_time.png and the table in
+# README.md's "Performance" section. Takes about 5 minutes on 2 cores.
+#   scripts/bench.sh                  all rows, best of 3 repetitions
+#   CONVMAT_BENCH_REPETITIONS=1 CONVMAT_BENCH_FILTER='unfold' scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+convmat_require $CONVMAT_BASE_PACKAGES libbenchmark-dev python3-matplotlib
+# libtorch is optional: its rows are skipped without it.
+[ "$(id -u)" = 0 ] && convmat_require libtorch-dev python3-torch || true
+
+build=${CONVMAT_BENCH_DIR:-build/bench}
+repetitions=${CONVMAT_BENCH_REPETITIONS:-3}
+filter=${CONVMAT_BENCH_FILTER:-.}
+torch_prefix=$(/usr/bin/python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_BENCHMARKS=ON \
+  -DCONVMAT_BUILD_TESTS=OFF -DCONVMAT_BUILD_EXAMPLES=OFF ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix"} >/dev/null
+cmake --build "$build" -j 2 --target convmat_bench
+bench="$build/benchmarks/convmat_bench"
+
+"$bench" --benchmark_filter="$filter" --benchmark_repetitions="$repetitions" \
+  --benchmark_out="$build/bench.json" --benchmark_out_format=json
+: > "$build/memory.txt"
+for row in $("$bench" --memory-list); do
+  "$bench" --memory "$row" | tee -a "$build/memory.txt"
+done
+
+/usr/bin/python3 scripts/bench_report.py "$build/bench.json" "$build/memory.txt" \
+  "CONVMAT_BENCH_REPETITIONS=$repetitions scripts/bench.sh"
+echo "bench.sh: wrote docs/benchmarks.md, docs/build_time.png and README.md's Performance table"

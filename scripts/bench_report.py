@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""Turns convmat_bench's JSON output and peak-memory lines into
+docs/benchmarks.md (every row and ratio against the issue's targets),
+docs/build_time.png (build time against layer size) and the README's
+"Performance" table. Used by scripts/bench.sh; not meant to be run alone.
+
+Usage: bench_report.py BENCH_JSON MEMORY_TXT COMMAND
+"""
+import json
+import os
+import re
+import sys
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+bench_json, memory_txt, command = sys.argv[1], sys.argv[2], sys.argv[3]
+MiB = 1 << 20
+
+with open(bench_json) as f:
+    data = json.load(f)
+
+# Best of the repetitions. Single-threaded rows use CPU time (the machine
+# is shared: wall time there also counts other processes' turns); rows
+# named *threads* use wall time, which is what threads shorten.
+times, counters = {}, {}
+for b in data["benchmarks"]:
+    if b.get("run_type") == "aggregate":
+        continue
+    name = b["run_name"].replace("/real_time", "").replace("/iterations:1", "")
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+    t = (b["real_time"] if "threads" in name else b["cpu_time"]) * scale
+    times[name] = min(times.get(name, t), t)
+    for key in ("nonzeros",):
+        if key in b:
+            counters[key] = b[key]
+
+memory = {}
+with open(memory_txt) as f:
+    for line in f:
+        name, value = line.split()
+        memory[name] = int(value)
+
+
+def t(name):
+    return times.get(name)
+
+
+rows = []  # (group, what, measured, target, met)
+
+
+def ratio_row(group, what, num, den, goal, better):
+    a, b = t(num), t(den)
+    if a is None or b is None:
+        rows.append((group, what, "skipped (no %s)" % (num if a is None else den), goal, "–"))
+        return
+    r = a / b
+    met = (r <= better[1]) if better[0] == "<=" else (r >= better[1])
+    rows.append((group, what, "%.2f× (%.1f ms / %.1f ms)" % (r, a, b), goal,
+                 "–" if goal == "report" else "yes" if met else "**no**"))
+
+
+def memory_row(group, what, name, result_bytes, limit):
+    if name not in memory:
+        rows.append((group, what, "skipped", "≤ %.2f× result" % limit, "–"))
+        return
+    r = memory[name] / result_bytes
+    rows.append((group, what, "%.3f× (%.0f MiB / %.0f MiB)" % (r, memory[name] / MiB, result_bytes / MiB),
+                 "≤ %.2f×" % limit if limit else "report", ("yes" if r <= limit else "**no**") if limit else "–"))
+
+
+dense_bytes = 16 * 32 * 32 * 8 * 32 * 32 * 4
+ratio_row("dense 8→16, 32×32, 3×3", "conv_matrix / zero-fill (1 thread)", "convmat/conv_matrix/32",
+          "limit/zero_fill/32", "≤ 1.05×", ("<=", 1.05))
+ratio_row("dense 8→16, 32×32, 3×3", "conv_matrix on 2 threads / zero-fill (1 thread)",
+          "convmat/conv_matrix_2threads/32", "limit/zero_fill/32", "≤ 0.65×", ("<=", 0.65))
+ratio_row("dense 8→16, 32×32, 3×3", "libtorch identity trick / conv_matrix", "torch/identity_trick/32",
+          "convmat/conv_matrix/32", "≥ 4×", (">=", 4.0))
+memory_row("dense 8→16, 32×32, 3×3", "peak memory of conv_matrix / result", "convmat/conv_matrix", dense_bytes, 1.05)
+memory_row("dense 8→16, 32×32, 3×3", "peak memory of zero-fill / result", "limit/zero_fill", dense_bytes, 0)
+memory_row("dense 8→16, 32×32, 3×3", "peak memory of the identity trick / result", "torch/identity_trick",
+           dense_bytes, 0)
+
+nnz = counters.get("nonzeros", 0)
+csr_bytes = nnz * (4 + 4) + (64 * 56 * 56 + 1) * 4
+ratio_row("sparse 64→64, 56×56, 3×3", "conv_matrix_sparse / writing values + indices", "convmat/conv_matrix_sparse",
+          "limit/sparse_write", "≤ 2×", ("<=", 2.0))
+ratio_row("sparse 64→64, 56×56, 3×3", "Eigen setFromTriplets / conv_matrix_sparse", "eigen/set_from_triplets",
+          "convmat/conv_matrix_sparse", "≥ 5×", (">=", 5.0))
+if nnz:
+    memory_row("sparse 64→64, 56×56, 3×3", "peak memory of conv_matrix_sparse / CSR", "convmat/conv_matrix_sparse",
+               csr_bytes, 1.1)
+    memory_row("sparse 64→64, 56×56, 3×3", "peak memory of setFromTriplets / CSR", "eigen/set_from_triplets",
+               csr_bytes, 0)
+
+layers = ["C=64, 56×56, 3×3", "C=16, 128×128, 3×3", "C=3, 224×224, 7×7"]
+for i, layer in enumerate(layers):
+    ratio_row("unfold " + layer, "libtorch im2col (F.unfold) / unfold", "torch/unfold/%d" % i,
+              "convmat/unfold/%d" % i, "≥ 3×", (">=", 3.0))
+for i, (layer, out) in enumerate(zip(layers, [64, 32, 64])):
+    ratio_row("convolve_unfold %s → %d" % (layer, out), "speed vs libtorch conv2d (its time / ours)",
+              "torch/conv2d/%d" % i, "convmat/convolve_unfold/%d" % i, "≥ 0.6×", (">=", 0.6))
+ratio_row("batch 32, 64→64, 56×56", "speed of sparse T * X vs libtorch conv2d (its time / ours)",
+          "torch/conv2d_batch", "convmat/sparse_times_batch", "report", (">=", 0))
+ratio_row("batch 32, 64→64, 56×56", "speed of convolve (direct) vs libtorch conv2d (its time / ours)",
+          "torch/conv2d_batch", "convmat/convolve_batch", "report", (">=", 0))
+for one, two, what in [("convmat/conv_matrix/32", "convmat/conv_matrix_2threads/32", "conv_matrix"),
+                       ("convmat/conv_matrix_sparse", "convmat/conv_matrix_sparse_2threads", "conv_matrix_sparse")] + \
+        [("convmat/unfold/%d" % i, "convmat/unfold_2threads/%d" % i, "unfold " + layers[i]) for i in range(3)] + \
+        [("convmat/convolve_unfold/%d" % i, "convmat/convolve_unfold_2threads/%d" % i,
+          "convolve_unfold " + layers[i]) for i in range(3)]:
+    ratio_row("OpenMP, 2 threads", "speed-up of " + what, one, two, "report", (">=", 0))
+
+table = ["| layer | ratio | measured | target | met |", "| --- | --- | --- | --- | --- |"]
+table += ["| %s | %s | %s | %s | %s |" % r for r in rows]
+
+cpu = ""
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+except (OSError, StopIteration):
+    pass
+context = data.get("context", {})
+machine = "%s, %s cores, %s" % (cpu or "unknown CPU", context.get("num_cpus", "?"), context.get("date", ""))
+
+all_rows = ["| row | time (ms) |", "| --- | ---: |"] + ["| `%s` | %.3f |" % (n, v) for n, v in sorted(times.items())]
+mem_rows = ["| row | peak above start (MiB) |", "| --- | ---: |"] + \
+    ["| `%s` | %.1f |" % (n, v / MiB) for n, v in sorted(memory.items())]
+
+with open(os.path.join(root, "docs", "benchmarks.md"), "w") as f:
+    f.write("# convmat benchmarks\n\n")
+    f.write("Generated by `scripts/bench.sh` — do not edit. Produced with:\n\n    %s\n\n" % command)
+    f.write("Machine: %s. float32, single-threaded unless a row says 2 threads. "
+            "Each time is the best of the repetitions: CPU time for single-threaded rows (the machine is "
+            "shared, so wall time would also count other processes), wall time for 2-thread rows. "
+            "Peak memory is the growth of the maximum resident set over the resident set before the "
+            "operation, one process per row.\n\n" % machine)
+    f.write("## Targets (issue 5)\n\n" + "\n".join(table) + "\n\n")
+    f.write("![build time against layer size](build_time.png)\n\n")
+    f.write("## Every row\n\n" + "\n".join(all_rows) + "\n\n## Peak memory\n\n" + "\n".join(mem_rows) + "\n")
+
+# The plot: build time of the dense matrix against its size.
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sizes = sorted(int(n.rsplit("/", 1)[1]) for n in times if n.startswith("limit/zero_fill/"))
+    mib = [16 * s * s * 8 * s * s * 4 / MiB for s in sizes]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for name, label, style in [("torch/identity_trick", "libtorch: conv2d on an identity batch", "s-"),
+                               ("convmat/conv_matrix", "convmat::conv_matrix", "o-"),
+                               ("limit/zero_fill", "allocate + zero-fill (the floor)", "k--")]:
+        ys = [t("%s/%d" % (name, s)) for s in sizes]
+        if all(y is not None for y in ys):
+            ax.plot(mib, ys, style, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("dense matrix size (MiB): 8→16 channels, 3×3, H×W = %s" % ", ".join("%d²" % s for s in sizes[::2]))
+    ax.set_ylabel("build time (ms, one thread)")
+    ax.set_title("Dense conv_matrix build time, float32")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(root, "docs", "build_time.png"))
+except ImportError:
+    print("bench_report: matplotlib missing, docs/build_time.png not updated", file=sys.stderr)
+
+# The README's table: the rows with a target, between the markers.
+readme = os.path.join(root, "README.md")
+with open(readme) as f:
+    text = f.read()
+begin, end = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+if begin in text and end in text:
+    head = ["| layer | ratio | measured | target | met |", "| --- | --- | --- | --- | --- |"]
+    headline = head + ["| %s | %s | %s | %s | %s |" % r for r in rows if r[3] != "report" and "zero-fill /" not in r[1]
+                       and "identity trick / result" not in r[1] and "setFromTriplets / CSR" not in r[1]]
+    block = "%s\n%s\n\nMeasured by `%s` on %s; every row, the 2-thread speed-ups and the batch products " \
+            "are in [docs/benchmarks.md](docs/benchmarks.md).\n%s" % (begin, "\n".join(headline), command, machine, end)
+    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: block, text, flags=re.S)
+    with open(readme, "w") as f:
+        f.write(text)
+print("\n".join(table))
