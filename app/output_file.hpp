@@ -1,0 +1,157 @@
+// convmat — the matrix of a convolution layer.
+// SPDX-License-Identifier: MIT
+//
+// An output file that appears whole or not at all: written to a temporary
+// file in the same directory, renamed over the destination only by
+// commit(). An error, an exception, Ctrl-C or SIGTERM removes the
+// temporary file, so a failed run never leaves a partial matrix behind.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "npy.hpp"
+
+namespace convmat_cli {
+namespace detail {
+
+/// Temporary files to remove if a signal ends the process. Fixed-size
+/// and written before the handler can see it, so the handler only reads.
+struct PendingFiles {
+  static constexpr int capacity = 4;
+  std::array<char[4096], capacity> paths{};
+  std::array<volatile sig_atomic_t, capacity> used{};
+};
+
+inline PendingFiles& pending_files() {
+  static PendingFiles files;
+  return files;
+}
+
+extern "C" inline void remove_pending_and_exit(int signal_number) {
+  auto& files = pending_files();
+  for (int i = 0; i < PendingFiles::capacity; ++i)
+    if (files.used[i]) ::unlink(files.paths[i]);
+  // Re-raise with the default action so the exit status says "killed by signal".
+  ::signal(signal_number, SIG_DFL);
+  ::raise(signal_number);
+}
+
+inline void install_signal_cleanup() {
+  static bool installed = false;
+  if (installed) return;
+  installed = true;
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::signal(s, remove_pending_and_exit);
+}
+
+inline std::string parent_directory(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+inline std::string file_name(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace detail
+
+/// A file written under a temporary name ("DIR/.NAME.convmat-XXXXXX") and
+/// renamed to its final path by commit(); destroyed uncommitted, it is removed.
+class OutputFile {
+ public:
+  explicit OutputFile(std::string path) : path_(std::move(path)) {
+    detail::install_signal_cleanup();
+    temp_ = detail::parent_directory(path_) + "/." + detail::file_name(path_) + ".convmat-XXXXXX";
+    int fd = ::mkstemp(temp_.data());
+    if (fd < 0)
+      throw cli_error("cannot create '" + path_ + "': " + std::strerror(errno) + " (in directory '" +
+                      detail::parent_directory(path_) + "')");
+    ::fchmod(fd, 0644 & ~current_umask());
+    register_pending();
+    file_ = ::fdopen(fd, "wb");
+    if (!file_) {
+      const int error = errno;
+      ::close(fd);
+      discard();
+      throw cli_error("cannot write '" + path_ + "': " + std::strerror(error));
+    }
+    std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
+  }
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  ~OutputFile() { discard(); }
+
+  /// The final path.
+  const std::string& path() const { return path_; }
+
+  /// Appends `size` bytes; cli_error if the disk is full or the write fails.
+  void write(const void* data, std::size_t size) {
+    if (size != 0 && std::fwrite(data, 1, size, file_) != size) fail_write();
+  }
+  void write(const std::string& text) { write(text.data(), text.size()); }
+
+  /// Flushes, closes and renames the file to its final path.
+  void commit() {
+    if (std::fflush(file_) != 0) fail_write();
+    if (std::fclose(file_) != 0) {
+      file_ = nullptr;
+      fail_write();
+    }
+    file_ = nullptr;
+    if (std::rename(temp_.c_str(), path_.c_str()) != 0)
+      throw cli_error("cannot rename '" + temp_ + "' to '" + path_ + "': " + std::strerror(errno));
+    unregister_pending();
+    committed_ = true;
+  }
+
+ private:
+  static mode_t current_umask() {
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    return mask;
+  }
+
+  [[noreturn]] void fail_write() {
+    throw cli_error("cannot write '" + path_ + "': " + std::strerror(errno));
+  }
+
+  void register_pending() {
+    auto& files = detail::pending_files();
+    for (int i = 0; i < detail::PendingFiles::capacity; ++i)
+      if (!files.used[i] && temp_.size() < sizeof(files.paths[i])) {
+        std::memcpy(files.paths[i], temp_.c_str(), temp_.size() + 1);
+        files.used[i] = 1;
+        slot_ = i;
+        return;
+      }
+  }
+  void unregister_pending() {
+    if (slot_ >= 0) detail::pending_files().used[slot_] = 0;
+    slot_ = -1;
+  }
+
+  void discard() {
+    if (committed_) return;
+    if (file_) std::fclose(file_);
+    file_ = nullptr;
+    ::unlink(temp_.c_str());
+    unregister_pending();
+  }
+
+  std::string path_, temp_;
+  std::FILE* file_ = nullptr;
+  int slot_ = -1;
+  bool committed_ = false;
+};
+
+}  // namespace convmat_cli
