@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES"
+packages="$CONVMAT_BASE_PACKAGES libonnx-dev libprotobuf-dev protobuf-compiler"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -21,5 +21,12 @@ cmake -S . -B "$root/test" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
   -DCONVMAT_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$root/test" -j "$jobs"
 ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
+
+# ---- stage: convmat-onnx ---------------------------------------------------
+# Built and tested (convmat_onnx_tests) in the suite above; libonnx-dev is
+# installed, so a missing converter is an error. Then the README's command.
+stage "convmat-onnx: a CNN in ONNX to Gemm + Relu"
+test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&2; exit 1; }
+"$root/test/onnx/convmat-onnx" tests/data/onnx/lenet.onnx "$root/test/lenet_fully_connected.onnx"
 
 stage "all stages passed"
