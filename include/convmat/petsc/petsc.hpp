@@ -201,7 +201,7 @@ struct AssemblyReport {
 /// (MAT_NEW_NONZERO_ALLOCATION_ERR, MAT_NO_OFF_PROC_ENTRIES).
 template <int Rank, class Derived>
 Owned<Mat> conv_matrix_aij(MPI_Comm comm, const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight,
-                           AssemblyReport* report = nullptr, std::size_t chunk_bytes = std::size_t(256) << 20) {
+                           AssemblyReport* report = nullptr, std::size_t chunk_bytes = std::size_t(16) << 20) {
   const auto g = convmat::detail::geometry(spec);
   const auto w = detail::petsc_weights(weight, g.weight_numel());
   const Ownership own = detail::ownership(comm, g);
