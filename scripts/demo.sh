@@ -4,8 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-convmat_require $CONVMAT_BASE_PACKAGES
+convmat_require $CONVMAT_BASE_PACKAGES libcli11-dev  # CLI11: the convmat command
 build=${CONVMAT_BUILD_DIR:-build/demo}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=OFF -DCONVMAT_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build" --target quickstart -j "$(nproc)" >/dev/null
 "$build/examples/quickstart"
+
+# The convmat command: its worked example, then a multi-channel strided layer
+# through files. examples/data/ holds numpy.save'd weights (3, 2, 3, 3) and
+# bias (3,) of a Conv2d(2, 3, 3), so no Python is needed here.
+cmake --build "$build" --target convmat_cli -j "$(nproc)" >/dev/null
+convmat=$build/app/convmat
+show() { echo; echo "\$ convmat${*:+ ${*//$build\//}}"; "$convmat" "$@"; }
+show
+layer=(examples/data/conv2d_weights.npy --input-size 6,6 --stride 2 --padding 1)
+bias=(--bias examples/data/conv2d_bias.npy --bias-out "$build/b.npy")
+show "${layer[@]}" --info
+show "${layer[@]}" "${bias[@]}" --check -o "$build/T.npy"
+show "${layer[@]}" "${bias[@]}" --check -o "$build/T.mtx"
+echo; echo "\$ head -7 T.mtx"; head -7 "$build/T.mtx"

@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES libonnx-dev libprotobuf-dev protobuf-compiler"
+packages="$CONVMAT_BASE_PACKAGES libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -28,5 +28,12 @@ ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
 stage "convmat-onnx: a CNN in ONNX to Gemm + Relu"
 test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&2; exit 1; }
 "$root/test/onnx/convmat-onnx" tests/data/onnx/lenet.onnx "$root/test/lenet_fully_connected.onnx"
+
+# ---- stage: the convmat command against PyTorch ------------------------------
+# Its own tests (round trips, bad inputs, the worked example) ran in the
+# suite's ctest; here real torch.nn layers go through numpy.save -> convmat ->
+# numpy.load / scipy.io.mmread and are compared with PyTorch's outputs.
+stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
+/usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
 
 stage "all stages passed"
