@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch"
+packages="$CONVMAT_BASE_PACKAGES libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -35,5 +35,14 @@ test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&
 # numpy.load / scipy.io.mmread and are compared with PyTorch's outputs.
 stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
 /usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
+
+# ---- stage: PETSc/SLEPc over MPI --------------------------------------------
+# The suite above already built and ran the PETSc examples (CONVMAT_BUILD_PETSC
+# is ON when pkg-config finds PETSc); here it is required, so a PETSc that is
+# not found fails instead of being skipped, and the two-rank runs are listed.
+stage "PETSc/SLEPc: MATMPIAIJ, MATSHELL, SVD and LSQR on 2 MPI ranks"
+cmake -S . -B "$root/test" -DCONVMAT_BUILD_PETSC=ON >/dev/null
+cmake --build "$root/test" -j "$jobs" --target petsc_assemble petsc_singular_values petsc_deblur petsc_assembly_rate
+ctest --test-dir "$root/test" --output-on-failure -R '^example_petsc_'
 
 stage "all stages passed"
