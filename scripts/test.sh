@@ -45,4 +45,13 @@ cmake -S . -B "$root/test" -DCONVMAT_BUILD_PETSC=ON >/dev/null
 cmake --build "$root/test" -j "$jobs" --target petsc_assemble petsc_singular_values petsc_deblur petsc_assembly_rate
 ctest --test-dir "$root/test" --output-on-failure -R '^example_petsc_'
 
+# ---- stage: the golden data is what PyTorch computes today -----------------
+# The suite ran every path against tests/data; here PyTorch regenerates that
+# data (exact values, fixed seed) and it must be byte for byte what is checked in.
+stage "golden data: tools/make_golden.py reproduces tests/data"
+rm -rf "$root/golden" && /usr/bin/python3 tools/make_golden.py --out "$root/golden"
+for file in "$root"/golden/*.txt; do
+  cmp "$file" "tests/data/$(basename "$file")" || { echo "tests/data differs from tools/make_golden.py" >&2; exit 1; }
+done
+
 stage "all stages passed"
