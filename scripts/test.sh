@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin"
+packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -35,6 +35,24 @@ test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&
 # numpy.load / scipy.io.mmread and are compared with PyTorch's outputs.
 stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
 /usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
+
+# ---- stages: packaging -----------------------------------------------------
+# The consumer projects (install + find_package, build-tree find_package,
+# add_subdirectory, pkg-config, #include, the single header alone), the
+# single header's freshness and the README's snippets run in the ctest of
+# the suite above. Here: the suite again, against the single header and as
+# C++20, each in its own build directory.
+stage "suite against the single header (single_include/)"
+cmake -S . -B "$root/single-header" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
+  -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_SINGLE_HEADER=ON -DCONVMAT_TEST_CONSUMERS=OFF >/dev/null
+cmake --build "$root/single-header" -j "$jobs"
+ctest --test-dir "$root/single-header" --output-on-failure -j "$jobs"
+
+stage "suite and examples as C++20 (-Werror)"
+cmake -S . -B "$root/cxx20" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=20 -DCONVMAT_BUILD_TESTS=ON \
+  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF >/dev/null
+cmake --build "$root/cxx20" -j "$jobs"
+ctest --test-dir "$root/cxx20" --output-on-failure -j "$jobs"
 
 # ---- stage: PETSc/SLEPc over MPI --------------------------------------------
 # The suite above already built and ran the PETSc examples (CONVMAT_BUILD_PETSC

@@ -108,6 +108,8 @@ def main():
     convmat = args.convmat or next(
         (p for p in (os.path.join(here, "..", "build", "test", "app", "convmat"), shutil.which("convmat"))
          if p and os.path.exists(p)), None)
+    if args.convmat and not os.path.exists(args.convmat):
+        raise SystemExit(f"--convmat {args.convmat}: no such file")
     if convmat is None:
         raise SystemExit("convmat not found: build it (cmake --build build/test --target convmat_cli) "
                          "or pass --convmat PATH")
