@@ -1,0 +1,92 @@
+// The fast paths' building blocks: AxisMap::interior (the run of outputs
+// whose tap reads inside the input, copied as one block by unfold) and
+// convolve_unfold's column blocks, on layers long enough to span many
+// blocks, in every padding mode.
+#include <convmat/direct.hpp>
+#include <convmat/unfold.hpp>
+
+#include "support/catch.hpp"
+#include "support/random.hpp"
+
+using namespace convmat_test;
+using convmat::Index;
+
+TEST_CASE("AxisMap::interior is exactly the unpadded run of each tap", "[unfold][geometry][property]") {
+  auto rng = generator("axis interior");
+  for (int i = 0; i < 3000; ++i) {
+    const Index input = uniform(rng, 1, 20), kernel = uniform(rng, 1, 5), stride = uniform(rng, 1, 4);
+    const Index dilation = uniform(rng, 1, 3), pad = uniform(rng, 0, std::min<Index>(input - 1, 4));
+    const auto mode = static_cast<convmat::PaddingMode>(uniform(rng, 0, 3));
+    const Index extent = input + 2 * pad - dilation * (kernel - 1);
+    if (extent < 1) continue;
+    const Index output = (extent - 1) / stride + 1;
+    const convmat::detail::AxisMap axis(input, output, kernel, stride, dilation, pad, mode);
+    INFO("case " << i << ": input=" << input << " kernel=" << kernel << " stride=" << stride << " dilation="
+                 << dilation << " pad=" << pad << " mode=" << mode);
+    for (Index k = 0; k < kernel; ++k) {
+      const auto& run = axis.interior(k);
+      REQUIRE(run.begin <= run.end);
+      if (run.begin < run.end) REQUIRE(run.step == stride);
+      for (Index o = 0; o < output; ++o) {
+        const Index p = o * stride + k * dilation - pad;
+        const bool inside = 0 <= p && p < input;
+        REQUIRE(inside == (run.begin <= o && o < run.end));
+        if (inside) REQUIRE(axis.source(o, k) == run.first + (o - run.begin) * run.step);
+      }
+    }
+  }
+}
+
+namespace {
+
+/// A layer whose output is long in every axis but the last, so that
+/// convolve_unfold runs it in several column blocks.
+template <int Rank>
+convmat::ConvSpec<Rank> long_spec(std::mt19937_64& rng) {
+  for (;;) {
+    convmat::ConvSpec<Rank> s;
+    s.groups = uniform(rng, 1, 2);
+    s.in_channels = s.groups * uniform(rng, 1, 2);
+    s.out_channels = s.groups * uniform(rng, 1, 2);
+    s.padding_mode = static_cast<convmat::PaddingMode>(uniform(rng, 0, 3));
+    for (int d = 0; d < Rank; ++d) {
+      const bool last = d == Rank - 1;
+      s.input_size[d] = last ? uniform(rng, 1, 6) : uniform(rng, Rank == 2 ? 1100 : 50, Rank == 2 ? 2000 : 70);
+      s.kernel_size[d] = uniform(rng, 1, 3);
+      s.stride[d] = uniform(rng, 1, 2);
+      s.dilation[d] = uniform(rng, 1, 2);
+      s.padding[d] = uniform(rng, 0, 2);
+    }
+    try {
+      s.validate();
+      return s;
+    } catch (const convmat::spec_error&) {
+      // rejected: draw again
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("convolve_unfold over many column blocks equals the direct convolution", "[unfold][property]") {
+  auto rng = generator("unfold blocks");
+  const auto check = [&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 25; ++i) {
+      const auto spec = long_spec<Rank>(rng);
+      const auto g = convmat::detail::geometry(spec);
+      INFO("case " << i << ": " << describe(spec));
+      REQUIRE(convmat::detail::unfold_outer_count(g) > convmat::detail::convolve_block_outer(g));  // several blocks
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      const auto x = random_matrix<double>(rng, spec.input_numel(), 2);
+      REQUIRE(relative_error(convmat::convolve_unfold(spec, w, x), convmat::convolve(spec, w, x)) <= 1e-12);
+      // and unfold / fold on the same layer stay adjoint
+      const auto columns = random_matrix<double>(rng, spec.in_channels * g.kernel_numel, g.output_spatial);
+      const double lhs = convmat::unfold(spec, x.col(0)).cwiseProduct(columns).sum();
+      const double rhs = x.col(0).dot(convmat::fold(spec, columns));
+      REQUIRE(std::abs(lhs - rhs) <= 1e-9 * std::max(1.0, std::abs(lhs)));
+    }
+  };
+  check(RankTag<2>{});
+  check(RankTag<3>{});
+}
