@@ -228,6 +228,7 @@ Owned<Mat> conv_matrix_aij(MPI_Comm comm, const ConvSpec<Rank>& spec, const Eige
   // off-diagonal blocks; the columns of a row are sorted.
   std::vector<PetscInt> d_nnz(static_cast<std::size_t>(local_rows)), o_nnz(d_nnz.size());
   SparseMatrix<PetscScalar, PetscInt> kept;  // the only block, when there is one
+  Index local_nonzeros = 0, diagonal_nonzeros = 0;
   for (PetscInt c = 0; c < chunks; ++c) {
     SparseMatrix<PetscScalar, PetscInt> t = block(c);
     for (Index i = 0; i < t.rows(); ++i) {
@@ -237,11 +238,13 @@ Owned<Mat> conv_matrix_aij(MPI_Comm comm, const ConvSpec<Rank>& spec, const Eige
       const auto at = static_cast<std::size_t>(c * block_rows + i);
       d_nnz[at] = static_cast<PetscInt>(d);
       o_nnz[at] = static_cast<PetscInt>((last - first) - d);
-      r.nonzeros += static_cast<PetscInt>(last - first);
-      r.diagonal_nonzeros += static_cast<PetscInt>(d);
+      local_nonzeros += last - first;
+      diagonal_nonzeros += d;
     }
     if (chunks == 1) kept = std::move(t);
   }
+  r.nonzeros = detail::to_petsc_int(local_nonzeros, "this rank's non-zero count");
+  r.diagonal_nonzeros = static_cast<PetscInt>(diagonal_nonzeros);
   r.build_seconds += MPI_Wtime() - clock;
 
   Owned<Mat> a;
