@@ -410,6 +410,16 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
       throw cli_error("'" + o.output + "' would take " + bytes_string(file_bytes) + ", but its file system has only " +
                       bytes_string(space.available) + " free");
   }
+  if (plan.form == Plan::Form::sparse) {  // every entry takes 10 bytes or more: "r c v.vvvv\n"
+    std::error_code ec;
+    const auto path = std::filesystem::path(o.output);
+    const auto space = std::filesystem::space(path.has_parent_path() ? path.parent_path() : ".", ec);
+    const auto at_least = static_cast<std::uint64_t>(size.nonzeros) * 10;
+    if (!ec && space.available < at_least)
+      throw cli_error("'" + o.output + "' would take more than " + bytes_string(at_least) + " (" +
+                      grouped(size.nonzeros) + " non-zeros), but its file system has only " +
+                      bytes_string(space.available) + " free");
+  }
   convmat::set_max_dense_bytes(convmat::no_limit);  // the blocks are bounded below
 
   const auto started = std::chrono::steady_clock::now();
