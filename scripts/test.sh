@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin"
+packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -71,5 +71,15 @@ rm -rf "$root/golden" && /usr/bin/python3 tools/make_golden.py --out "$root/gold
 for file in "$root"/golden/*.txt; do
   cmp "$file" "tests/data/$(basename "$file")" || { echo "tests/data differs from tools/make_golden.py" >&2; exit 1; }
 done
+
+# ---- stage: the benchmarks still build -------------------------------------
+# scripts/bench.sh runs them (minutes, timing); here they are only built, with
+# libtorch's rows, and the smallest rows run once so the binary never rots.
+stage "benchmarks build (benchmarks/, Google Benchmark + libtorch)"
+torch_prefix=$(/usr/bin/python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+cmake -S . -B "$root/bench" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_BENCHMARKS=ON -DCONVMAT_BUILD_TESTS=OFF \
+  -DCONVMAT_BUILD_EXAMPLES=OFF ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix"} >/dev/null
+cmake --build "$root/bench" -j "$jobs" --target convmat_bench
+"$root/bench/benchmarks/convmat_bench" --benchmark_filter='/8$' --benchmark_min_time=0.01
 
 stage "all stages passed"
