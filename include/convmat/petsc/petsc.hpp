@@ -243,7 +243,12 @@ Owned<Mat> conv_matrix_aij(MPI_Comm comm, const ConvSpec<Rank>& spec, const Eige
     }
     if (chunks == 1) kept = std::move(t);
   }
-  r.nonzeros = detail::to_petsc_int(local_nonzeros, "this rank's non-zero count");
+  // Checked on every rank alike, so no rank is left waiting in a collective.
+  long long most_nonzeros = local_nonzeros;
+  if (MPI_Allreduce(MPI_IN_PLACE, &most_nonzeros, 1, MPI_LONG_LONG, MPI_MAX, comm) != MPI_SUCCESS)
+    throw petsc_error(PETSC_ERR_MPI, "convmat: MPI_Allreduce of the ranks' non-zero counts failed");
+  (void)detail::to_petsc_int(static_cast<Index>(most_nonzeros), "the largest non-zero count of a rank");
+  r.nonzeros = static_cast<PetscInt>(local_nonzeros);
   r.diagonal_nonzeros = static_cast<PetscInt>(diagonal_nonzeros);
   r.build_seconds += MPI_Wtime() - clock;
 
