@@ -60,7 +60,8 @@ ctest --test-dir "$root/cxx20" --output-on-failure -j "$jobs"
 # not found fails instead of being skipped, and the two-rank runs are listed.
 stage "PETSc/SLEPc: MATMPIAIJ, MATSHELL, SVD and LSQR on 2 MPI ranks"
 cmake -S . -B "$root/test" -DCONVMAT_BUILD_PETSC=ON >/dev/null
-cmake --build "$root/test" -j "$jobs" --target petsc_assemble petsc_singular_values petsc_deblur petsc_assembly_rate
+cmake --build "$root/test" -j "$jobs" --target petsc_quickstart petsc_assemble petsc_singular_values \
+  petsc_deblur petsc_assembly_rate
 ctest --test-dir "$root/test" --output-on-failure -R '^example_petsc_'
 
 # ---- stage: the golden data is what PyTorch computes today -----------------
