@@ -6,8 +6,12 @@
 #   <prefix>/share/pkgconfig/convmat.pc                pkg-config --cflags convmat
 #
 # convmat is header-only, so the package is architecture independent and goes
-# under share/. The build tree is exported too: -Dconvmat_DIR=<build dir>
-# works without installing.
+# under share/. All of it is the install component convmat_library, which
+# needs nothing built:
+#   cmake --install <build dir> --component convmat_library --prefix <prefix>
+# (a plain `cmake --install` also installs the tools, such as the convmat
+# command, that other parts of the tree build). The build tree is exported
+# too: -Dconvmat_DIR=<build dir> works without installing.
 
 include(CMakePackageConfigHelpers)
 
@@ -26,10 +30,11 @@ set(CONVMAT_INSTALL_PKGCONFIGDIR "${CMAKE_INSTALL_DATADIR}/pkgconfig"
     CACHE STRING "Where convmat.pc is installed, relative to the prefix")
 mark_as_advanced(CONVMAT_INSTALL_CMAKEDIR CONVMAT_INSTALL_PKGCONFIGDIR)
 
-install(TARGETS convmat EXPORT convmatTargets)
-install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+set(component COMPONENT convmat_library)
+install(TARGETS convmat EXPORT convmatTargets ${component})
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" ${component}
         FILES_MATCHING PATTERN "*.hpp")
-install(EXPORT convmatTargets NAMESPACE convmat:: DESTINATION "${CONVMAT_INSTALL_CMAKEDIR}")
+install(EXPORT convmatTargets NAMESPACE convmat:: DESTINATION "${CONVMAT_INSTALL_CMAKEDIR}" ${component})
 
 # One config file serves the install tree and the build tree: it includes
 # convmatTargets.cmake from its own directory.
@@ -39,7 +44,7 @@ configure_package_config_file("${CMAKE_CURRENT_LIST_DIR}/convmatConfig.cmake.in"
 write_basic_package_version_file("${PROJECT_BINARY_DIR}/convmatConfigVersion.cmake"
   COMPATIBILITY SameMajorVersion ARCH_INDEPENDENT)
 install(FILES "${PROJECT_BINARY_DIR}/convmatConfig.cmake" "${PROJECT_BINARY_DIR}/convmatConfigVersion.cmake"
-        DESTINATION "${CONVMAT_INSTALL_CMAKEDIR}")
+        DESTINATION "${CONVMAT_INSTALL_CMAKEDIR}" ${component})
 export(EXPORT convmatTargets NAMESPACE convmat:: FILE "${PROJECT_BINARY_DIR}/convmatTargets.cmake")
 
 # pkg-config: relocatable, the prefix is found from the .pc file's own place.
@@ -51,4 +56,4 @@ else()
   set(CONVMAT_PC_INCLUDEDIR "\${pcfiledir}/${convmat_pc_to_prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
 endif()
 configure_file("${CMAKE_CURRENT_LIST_DIR}/convmat.pc.in" "${PROJECT_BINARY_DIR}/convmat.pc" @ONLY)
-install(FILES "${PROJECT_BINARY_DIR}/convmat.pc" DESTINATION "${CONVMAT_INSTALL_PKGCONFIGDIR}")
+install(FILES "${PROJECT_BINARY_DIR}/convmat.pc" DESTINATION "${CONVMAT_INSTALL_PKGCONFIGDIR}" ${component})

@@ -1,2 +1,2 @@
 cmake -S convmat -B convmat-build -DCONVMAT_BUILD_TESTS=OFF -DCONVMAT_BUILD_EXAMPLES=OFF
-cmake --install convmat-build --prefix "$prefix"    # e.g. prefix=$HOME/.local
+cmake --install convmat-build --component convmat_library --prefix "$prefix"   # e.g. prefix=$HOME/.local
