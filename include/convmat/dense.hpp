@@ -33,17 +33,17 @@ void fill_dense(const Geometry<Rank>& g, const Scalar* w, Index row_begin, Index
                 Index row_stride, Index col_stride, bool zero_rows) {
   const Index cig = g.in_per_group(), kn = g.kernel_numel, cols = g.input_numel();
   parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    std::vector<Tap> taps;
+    const auto lists = TapLists<Rank>::for_rows(g, begin, end);
     for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial;
-      g.taps_at(r % g.output_spatial, taps);
+      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
+      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
       Scalar* row = out + (r - row_begin) * row_stride;
       if (zero_rows) std::fill(row, row + cols, Scalar(0));
       Scalar* group = row + g.group_first_input(oc) * g.input_spatial * col_stride;
       for (Index ic = 0; ic < cig; ++ic) {
         const Scalar* w_row = w + (oc * cig + ic) * kn;
         Scalar* channel = group + ic * g.input_spatial * col_stride;
-        for (const Tap& t : taps) channel[t.offset * col_stride] += w_row[t.tap];
+        for (const Tap* t = taps_begin; t != taps_end; ++t) channel[t->offset * col_stride] += w_row[t->tap];
       }
     }
   });

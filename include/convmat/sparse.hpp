@@ -47,10 +47,11 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
 
   SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
   StorageIndex* outer = t.outerIndexPtr();
+  const auto lists = TapLists<Rank>::for_rows(g, row_begin, row_end);  // shared by the threads below
   Index nonzeros = 0;
   outer[0] = 0;
   for (Index r = row_begin; r < row_end; ++r) {
-    nonzeros += cig * g.distinct_taps_at(r % g.output_spatial);
+    nonzeros += cig * lists.distinct(r % g.output_spatial);
     check_storage_index<StorageIndex>(nonzeros, "the non-zero count");
     outer[r - row_begin + 1] = static_cast<StorageIndex>(nonzeros);
   }
@@ -59,19 +60,18 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   Scalar* values = t.valuePtr();
 
   parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    std::vector<Tap> taps;
     for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial;
-      g.taps_at(r % g.output_spatial, taps);
+      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
+      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
       Index at = outer[r - row_begin];
       const Index first_column = g.group_first_input(oc) * g.input_spatial;
       for (Index ic = 0; ic < cig; ++ic) {
         const Scalar* w_row = w + (oc * cig + ic) * kn;
         const Index column = first_column + ic * g.input_spatial;
-        for (std::size_t i = 0; i < taps.size();) {  // one entry per distinct offset
-          Scalar sum = w_row[taps[i].tap];
-          const Index offset = taps[i].offset;
-          for (++i; i < taps.size() && taps[i].offset == offset; ++i) sum += w_row[taps[i].tap];
+        for (const Tap* t = taps_begin; t != taps_end;) {  // one entry per distinct offset
+          Scalar sum = w_row[t->tap];
+          const Index offset = t->offset;
+          for (++t; t != taps_end && t->offset == offset; ++t) sum += w_row[t->tap];
           inner[at] = static_cast<StorageIndex>(column + offset);
           values[at] = sum;
           ++at;

@@ -788,6 +788,50 @@ struct Geometry {
   }
 };
 
+/// The taps of consecutive output positions, each list computed once by
+/// Geometry::taps_at: for the builders, which visit every position once
+/// per output channel. Rows [row_begin, row_end) of a layer's matrix need
+/// the positions `for_rows` picks.
+template <int Rank>
+class TapLists {
+ public:
+  /// The taps of flat output positions [first, first + count).
+  TapLists(const Geometry<Rank>& g, Index first, Index count)
+      : first_(first), start_(static_cast<std::size_t>(count) + 1) {
+    std::vector<Tap> taps;
+    for (Index p = 0; p < count; ++p) {
+      g.taps_at(first + p, taps);
+      taps_.insert(taps_.end(), taps.begin(), taps.end());
+      start_[static_cast<std::size_t>(p) + 1] = taps_.size();
+    }
+  }
+
+  /// The positions that rows [row_begin, row_end) of the matrix read:
+  /// all of them once the rows span an output channel, else their range.
+  static TapLists for_rows(const Geometry<Rank>& g, Index row_begin, Index row_end) {
+    if (row_end <= row_begin) return TapLists(g, 0, 0);
+    const Index p_begin = row_begin % g.output_spatial, p_last = (row_end - 1) % g.output_spatial;
+    if (row_end - row_begin >= g.output_spatial || p_last < p_begin) return TapLists(g, 0, g.output_spatial);
+    return TapLists(g, p_begin, p_last - p_begin + 1);
+  }
+
+  /// The taps of output position p (within the lists' range), as taps_at.
+  const Tap* begin(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_)]; }
+  const Tap* end(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_) + 1]; }
+  /// How many distinct input offsets position p reads (distinct_taps_at(p)):
+  /// its taps are sorted by offset, so each new offset starts a run.
+  Index distinct(Index p) const {
+    Index count = 0;
+    for (const Tap *t = begin(p), *e = end(p); t != e; ++t) count += t == begin(p) || t->offset != t[-1].offset;
+    return count;
+  }
+
+ private:
+  Index first_;
+  std::vector<std::size_t> start_;
+  std::vector<Tap> taps_;
+};
+
 /// The AxisMaps hold two Index per output coordinate and tap of each axis.
 /// Beyond 64 MiB they are held to max_dense_bytes(), so a huge layer is a
 /// spec_error before its tables are allocated (even for matrix_size()).
@@ -910,17 +954,17 @@ void fill_dense(const Geometry<Rank>& g, const Scalar* w, Index row_begin, Index
                 Index row_stride, Index col_stride, bool zero_rows) {
   const Index cig = g.in_per_group(), kn = g.kernel_numel, cols = g.input_numel();
   parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    std::vector<Tap> taps;
+    const auto lists = TapLists<Rank>::for_rows(g, begin, end);
     for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial;
-      g.taps_at(r % g.output_spatial, taps);
+      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
+      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
       Scalar* row = out + (r - row_begin) * row_stride;
       if (zero_rows) std::fill(row, row + cols, Scalar(0));
       Scalar* group = row + g.group_first_input(oc) * g.input_spatial * col_stride;
       for (Index ic = 0; ic < cig; ++ic) {
         const Scalar* w_row = w + (oc * cig + ic) * kn;
         Scalar* channel = group + ic * g.input_spatial * col_stride;
-        for (const Tap& t : taps) channel[t.offset * col_stride] += w_row[t.tap];
+        for (const Tap* t = taps_begin; t != taps_end; ++t) channel[t->offset * col_stride] += w_row[t->tap];
       }
     }
   });
@@ -1208,10 +1252,11 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
 
   SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
   StorageIndex* outer = t.outerIndexPtr();
+  const auto lists = TapLists<Rank>::for_rows(g, row_begin, row_end);  // shared by the threads below
   Index nonzeros = 0;
   outer[0] = 0;
   for (Index r = row_begin; r < row_end; ++r) {
-    nonzeros += cig * g.distinct_taps_at(r % g.output_spatial);
+    nonzeros += cig * lists.distinct(r % g.output_spatial);
     check_storage_index<StorageIndex>(nonzeros, "the non-zero count");
     outer[r - row_begin + 1] = static_cast<StorageIndex>(nonzeros);
   }
@@ -1220,19 +1265,18 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   Scalar* values = t.valuePtr();
 
   parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    std::vector<Tap> taps;
     for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial;
-      g.taps_at(r % g.output_spatial, taps);
+      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
+      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
       Index at = outer[r - row_begin];
       const Index first_column = g.group_first_input(oc) * g.input_spatial;
       for (Index ic = 0; ic < cig; ++ic) {
         const Scalar* w_row = w + (oc * cig + ic) * kn;
         const Index column = first_column + ic * g.input_spatial;
-        for (std::size_t i = 0; i < taps.size();) {  // one entry per distinct offset
-          Scalar sum = w_row[taps[i].tap];
-          const Index offset = taps[i].offset;
-          for (++i; i < taps.size() && taps[i].offset == offset; ++i) sum += w_row[taps[i].tap];
+        for (const Tap* t = taps_begin; t != taps_end;) {  // one entry per distinct offset
+          Scalar sum = w_row[t->tap];
+          const Index offset = t->offset;
+          for (++t; t != taps_end && t->offset == offset; ++t) sum += w_row[t->tap];
           inner[at] = static_cast<StorageIndex>(column + offset);
           values[at] = sum;
           ++at;

@@ -194,6 +194,50 @@ struct Geometry {
   }
 };
 
+/// The taps of consecutive output positions, each list computed once by
+/// Geometry::taps_at: for the builders, which visit every position once
+/// per output channel. Rows [row_begin, row_end) of a layer's matrix need
+/// the positions `for_rows` picks.
+template <int Rank>
+class TapLists {
+ public:
+  /// The taps of flat output positions [first, first + count).
+  TapLists(const Geometry<Rank>& g, Index first, Index count)
+      : first_(first), start_(static_cast<std::size_t>(count) + 1) {
+    std::vector<Tap> taps;
+    for (Index p = 0; p < count; ++p) {
+      g.taps_at(first + p, taps);
+      taps_.insert(taps_.end(), taps.begin(), taps.end());
+      start_[static_cast<std::size_t>(p) + 1] = taps_.size();
+    }
+  }
+
+  /// The positions that rows [row_begin, row_end) of the matrix read:
+  /// all of them once the rows span an output channel, else their range.
+  static TapLists for_rows(const Geometry<Rank>& g, Index row_begin, Index row_end) {
+    if (row_end <= row_begin) return TapLists(g, 0, 0);
+    const Index p_begin = row_begin % g.output_spatial, p_last = (row_end - 1) % g.output_spatial;
+    if (row_end - row_begin >= g.output_spatial || p_last < p_begin) return TapLists(g, 0, g.output_spatial);
+    return TapLists(g, p_begin, p_last - p_begin + 1);
+  }
+
+  /// The taps of output position p (within the lists' range), as taps_at.
+  const Tap* begin(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_)]; }
+  const Tap* end(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_) + 1]; }
+  /// How many distinct input offsets position p reads (distinct_taps_at(p)):
+  /// its taps are sorted by offset, so each new offset starts a run.
+  Index distinct(Index p) const {
+    Index count = 0;
+    for (const Tap *t = begin(p), *e = end(p); t != e; ++t) count += t == begin(p) || t->offset != t[-1].offset;
+    return count;
+  }
+
+ private:
+  Index first_;
+  std::vector<std::size_t> start_;
+  std::vector<Tap> taps_;
+};
+
 /// The AxisMaps hold two Index per output coordinate and tap of each axis.
 /// Beyond 64 MiB they are held to max_dense_bytes(), so a huge layer is a
 /// spec_error before its tables are allocated (even for matrix_size()).
