@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev"
+packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -82,5 +82,21 @@ cmake -S . -B "$root/bench" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_BENCHMARK
   -DCONVMAT_BUILD_EXAMPLES=OFF ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix"} >/dev/null
 cmake --build "$root/bench" -j "$jobs" --target convmat_bench
 "$root/bench/benchmarks/convmat_bench" --benchmark_filter='/8$' --benchmark_min_time=0.01
+
+# ---- stages: reliability (sanitizers, fuzzer) ------------------------------
+# The suite and the reliability programs (-fno-exceptions, user-defined
+# CONVMAT_THROW) under AddressSanitizer and UBSan, in their own build.
+stage "suite under AddressSanitizer and UndefinedBehaviorSanitizer (-O1 -g)"
+cmake -S . -B "$root/sanitize" -DCMAKE_BUILD_TYPE=Debug \
+  "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+  -DCONVMAT_BUILD_TESTS=ON -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_CLI=OFF \
+  -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
+cmake --build "$root/sanitize" -j "$jobs" --target convmat_tests convmat_no_exceptions convmat_custom_throw
+UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$root/sanitize" --output-on-failure -j "$jobs" \
+  -R '^(convmat_tests|reliability\.)'
+
+# libFuzzer (clang-14, ASan, UBSan) from tests/fuzz/corpus; see README, "Reliability".
+stage "fuzzer: ${CONVMAT_FUZZ_SECONDS:-60} s of libFuzzer from tests/fuzz/corpus"
+CONVMAT_BUILD_DIR="$root" ./scripts/fuzz.sh "${CONVMAT_FUZZ_SECONDS:-60}"
 
 stage "all stages passed"
