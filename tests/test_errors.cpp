@@ -209,6 +209,16 @@ std::vector<BadInput> bad_inputs() {
            convmat::conv_matrix_sparse<std::int16_t>(s, Eigen::VectorXf::Ones(1)); },
       {"the column count = 40000 does not fit the sparse matrix's StorageIndex (max 32767)"});
 
+  add("affine map whose bias does not match its matrix",
+      [] { const convmat::AffineMap<Eigen::MatrixXd> map{Eigen::MatrixXd::Ones(3, 2), Eigen::VectorXd::Ones(4)};
+           map(Eigen::VectorXd::Ones(2)); },
+      {"=convmat: the affine map's bias has 4 entries, but its matrix has 3 rows"});
+  add("affine maps composed in the wrong order",
+      [] { const auto first = convmat::linear_map(Eigen::MatrixXd(Eigen::MatrixXd::Ones(3, 2)));
+           const auto second = convmat::linear_map(Eigen::MatrixXd(Eigen::MatrixXd::Ones(5, 4)));
+           convmat::compose(second, first); },
+      {"=convmat: cannot compose affine layers: the second takes 4 inputs, but the first gives 3 outputs"});
+
   // ---- the memory guard -------------------------------------------------
   add("dense matrix beyond max_dense_bytes", [&] { DenseLimit limit(10000); convmat::conv_matrix(layer(), w); },
       {"=convmat: the dense matrix would be 210 x 252 = 52920 entries of 8 bytes, more than max_dense_bytes() = "

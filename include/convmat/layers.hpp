@@ -315,6 +315,8 @@ struct AffineMap {
   template <class Derived>
   detail::Matrix<Scalar> operator()(const Eigen::MatrixBase<Derived>& x) const {
     const auto view = detail::batch_view(x, matrix.cols(), "input");
+    if (bias.size() != matrix.rows())
+      detail::fail("the affine map's bias has ", bias.size(), " entries, but its matrix has ", matrix.rows(), " rows");
     detail::Matrix<Scalar> y = matrix * view;
     y.colwise() += bias;
     return y;
@@ -345,6 +347,10 @@ AffineMap<MatrixType> compose(const AffineMap<MatrixType>& second, const AffineM
   if (second.matrix.cols() != first.matrix.rows())
     detail::fail("cannot compose affine layers: the second takes ", second.matrix.cols(),
                  " inputs, but the first gives ", first.matrix.rows(), " outputs");
+  if (first.bias.size() != first.matrix.rows() || second.bias.size() != second.matrix.rows())
+    detail::fail("cannot compose affine layers whose bias and matrix disagree: biases of ", first.bias.size(),
+                 " and ", second.bias.size(), " entries for matrices of ", first.matrix.rows(), " and ",
+                 second.matrix.rows(), " rows");
   if constexpr (!std::is_base_of_v<Eigen::SparseMatrixBase<MatrixType>, MatrixType>)
     detail::check_dense_size(second.matrix.rows(), first.matrix.cols(), sizeof(typename MatrixType::Scalar),
                              "the composed matrix");

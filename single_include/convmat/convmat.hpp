@@ -1610,6 +1610,8 @@ struct AffineMap {
   template <class Derived>
   detail::Matrix<Scalar> operator()(const Eigen::MatrixBase<Derived>& x) const {
     const auto view = detail::batch_view(x, matrix.cols(), "input");
+    if (bias.size() != matrix.rows())
+      detail::fail("the affine map's bias has ", bias.size(), " entries, but its matrix has ", matrix.rows(), " rows");
     detail::Matrix<Scalar> y = matrix * view;
     y.colwise() += bias;
     return y;
@@ -1640,6 +1642,10 @@ AffineMap<MatrixType> compose(const AffineMap<MatrixType>& second, const AffineM
   if (second.matrix.cols() != first.matrix.rows())
     detail::fail("cannot compose affine layers: the second takes ", second.matrix.cols(),
                  " inputs, but the first gives ", first.matrix.rows(), " outputs");
+  if (first.bias.size() != first.matrix.rows() || second.bias.size() != second.matrix.rows())
+    detail::fail("cannot compose affine layers whose bias and matrix disagree: biases of ", first.bias.size(),
+                 " and ", second.bias.size(), " entries for matrices of ", first.matrix.rows(), " and ",
+                 second.matrix.rows(), " rows");
   if constexpr (!std::is_base_of_v<Eigen::SparseMatrixBase<MatrixType>, MatrixType>)
     detail::check_dense_size(second.matrix.rows(), first.matrix.cols(), sizeof(typename MatrixType::Scalar),
                              "the composed matrix");
@@ -1878,27 +1884,26 @@ template <int Rank, class Scalar>
 void unfold_block_into(const Geometry<Rank>& g, const Scalar* x, Index row_begin, Index row_end,
                        Index outer_begin, Index outer_end, Scalar* out, Index width) {
   const Index segment = g.output_size[Rank - 1];
-  for_each_unfold_segment(g, row_begin, row_end, outer_begin, outer_end,
-                          [&](Index row, Index column, Index base, const Index* sources, const AxisRun& interior) {
-                            Scalar* to = out + (row - row_begin) * width + column;
-                            if (base < 0) {
-                              std::fill(to, to + segment, Scalar(0));
-                              return;
-                            }
-                            const Scalar* in = x + base;
-                            const auto by_source = [&](Index j_begin, Index j_end) {
-                              for (Index j = j_begin; j < j_end; ++j)
-                                to[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
-                            };
-                            by_source(0, interior.begin);
-                            const Scalar* run = in + interior.first;
-                            if (interior.step == 1)
-                              std::copy(run, run + (interior.end - interior.begin), to + interior.begin);
-                            else
-                              for (Index j = interior.begin; j < interior.end; ++j)
-                                to[j] = run[(j - interior.begin) * interior.step];
-                            by_source(std::max(interior.begin, interior.end), segment);
-                          });
+  const auto copy_segment = [&](Index row, Index column, Index base, const Index* sources,
+                                const AxisRun& interior) {
+    Scalar* to = out + (row - row_begin) * width + column;
+    if (base < 0) {
+      std::fill(to, to + segment, Scalar(0));
+      return;
+    }
+    const Scalar* in = x + base;
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j) to[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
+    };
+    by_source(0, interior.begin);
+    const Scalar* run = in + interior.first;
+    if (interior.step == 1)
+      std::copy(run, run + (interior.end - interior.begin), to + interior.begin);
+    else
+      for (Index j = interior.begin; j < interior.end; ++j) to[j] = run[(j - interior.begin) * interior.step];
+    by_source(std::max(interior.begin, interior.end), segment);
+  };
+  for_each_unfold_segment(g, row_begin, row_end, outer_begin, outer_end, copy_segment);
 }
 
 /// The number of unfold rows one thread should at least take: enough for
@@ -1934,21 +1939,21 @@ template <int Rank, class Scalar>
 void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
   const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
   std::fill(x, x + g.input_numel(), Scalar(0));
-  for_each_unfold_segment(g, 0, g.in_channels * g.kernel_numel, 0, unfold_outer_count(g),
-                          [&](Index row, Index column, Index base, const Index* sources, const AxisRun& interior) {
-                            if (base < 0) return;
-                            const Scalar* in = columns + row * width + column;
-                            Scalar* out = x + base;
-                            const auto by_source = [&](Index j_begin, Index j_end) {
-                              for (Index j = j_begin; j < j_end; ++j)
-                                if (sources[j] >= 0) out[sources[j]] += in[j];
-                            };
-                            by_source(0, interior.begin);
-                            Scalar* run = out + interior.first;
-                            for (Index j = interior.begin; j < interior.end; ++j)
-                              run[(j - interior.begin) * interior.step] += in[j];
-                            by_source(std::max(interior.begin, interior.end), segment);
-                          });
+  const auto add_segment = [&](Index row, Index column, Index base, const Index* sources,
+                               const AxisRun& interior) {
+    if (base < 0) return;
+    const Scalar* from = columns + row * width + column;
+    Scalar* to = x + base;
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j)
+        if (sources[j] >= 0) to[sources[j]] += from[j];
+    };
+    by_source(0, interior.begin);
+    Scalar* run = to + interior.first;
+    for (Index j = interior.begin; j < interior.end; ++j) run[(j - interior.begin) * interior.step] += from[j];
+    by_source(std::max(interior.begin, interior.end), segment);
+  };
+  for_each_unfold_segment(g, 0, g.in_channels * g.kernel_numel, 0, unfold_outer_count(g), add_segment);
 }
 
 }  // namespace detail
