@@ -326,7 +326,7 @@ struct Shell {
   std::vector<convmat::detail::Tap> taps;
   std::vector<PetscInt> slots;         ///< taps' positions in a halo block
 
-  /// The taps of output position p as halo positions, into `slots` (taps already holds them).
+  /// The taps of output position p into `taps`, and where each reads in a halo block into `slots`.
   void locate(Index p) {
     g.taps_at(p, taps);
     slots.resize(taps.size());
@@ -334,18 +334,24 @@ struct Shell {
       slots[i] = offset_slot[static_cast<std::size_t>(taps[i].offset - first_offset)];
   }
 
-  /// Calls f(local_row, weights of (oc, first input channel), halo block of that channel)
-  /// for every input channel of every local row, after locate().
+  /// Calls f(local_row, weights of (output channel, input channel), that
+  /// input channel's block in the halo) for every input channel of every
+  /// local row, with `taps` and `slots` holding the row's taps. The rows
+  /// of one output position are visited together (row, row + output
+  /// positions, ...), so its taps are computed once, not once per channel.
   template <class F>
   void for_each_row(F&& f) {
-    const Index cig = g.in_per_group(), kn = g.kernel_numel;
-    for (Index row = own.row_begin; row < own.row_end; ++row) {
-      const Index oc = row / g.output_spatial;
-      locate(row % g.output_spatial);
-      const Index first_channel = g.group_first_input(oc);
-      for (Index ic = 0; ic < cig; ++ic)
-        f(row - own.row_begin, w.data() + (oc * cig + ic) * kn,
-          channel_slot[static_cast<std::size_t>(first_channel + ic)] * offsets);
+    const Index cig = g.in_per_group(), kn = g.kernel_numel, positions = g.output_spatial;
+    const Index first_rows = std::min<Index>(own.local_rows(), positions);
+    for (Index first = own.row_begin; first < own.row_begin + first_rows; ++first) {
+      locate(first % positions);
+      for (Index row = first; row < own.row_end; row += positions) {
+        const Index oc = row / positions;
+        const Index first_channel = g.group_first_input(oc);
+        for (Index ic = 0; ic < cig; ++ic)
+          f(row - own.row_begin, w.data() + (oc * cig + ic) * kn,
+            channel_slot[static_cast<std::size_t>(first_channel + ic)] * offsets);
+      }
     }
   }
 };
