@@ -12,13 +12,19 @@
 #                MAKE_PROGRAM and CMAKE_ARGS (arguments separated by |, as
 #                ctest would split a ;-list), builds it and runs my_app.
 #                LINK_AS puts the source-tree link at that relative path;
-#                EXPECT_CONVMAT_DIR checks where find_package found convmat.
+#                EXPECT_CONVMAT_DIR and EXPECT_EIGEN3_DIR check where
+#                find_package found convmat and Eigen.
+#                With EXPECT_CONFIGURE_ERROR (a regex) the configuration must
+#                fail with a message that matches it, and nothing is built.
 # my_app must exit 0 and print exactly the file EXPECTED.
 
 cmake_minimum_required(VERSION 3.14)
 
-function(run what)  # run(<what> COMMAND ... [WORKING_DIRECTORY dir]): fail loudly.
-  cmake_parse_arguments(ARG "" "WORKING_DIRECTORY" "COMMAND" ${ARGN})
+# run(<what> COMMAND ... [WORKING_DIRECTORY dir] [MAY_FAIL]): fails loudly
+# unless MAY_FAIL; sets `output` (stdout) and `result` (exit code, output and
+# errors) in the caller.
+function(run what)
+  cmake_parse_arguments(ARG "MAY_FAIL" "WORKING_DIRECTORY" "COMMAND" ${ARGN})
   if(NOT ARG_WORKING_DIRECTORY)
     set(ARG_WORKING_DIRECTORY "${WORK}")
   endif()
@@ -26,7 +32,8 @@ function(run what)  # run(<what> COMMAND ... [WORKING_DIRECTORY dir]): fail loud
   message(STATUS "${what}: ${shown}")
   execute_process(COMMAND ${ARG_COMMAND} WORKING_DIRECTORY "${ARG_WORKING_DIRECTORY}"
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
+  set(result "${rc}\n${out}${err}" PARENT_SCOPE)
+  if(NOT rc EQUAL 0 AND NOT ARG_MAY_FAIL)
     message(FATAL_ERROR "${what} failed (${rc}) in ${ARG_WORKING_DIRECTORY}:\n  ${shown}\n${out}${err}")
   endif()
   set(output "${out}" PARENT_SCOPE)
@@ -81,17 +88,31 @@ elseif(KIND STREQUAL "cmake")
   if(MAKE_PROGRAM)
     list(APPEND configure "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
   endif()
+  if(EXPECT_CONFIGURE_ERROR)
+    run(configure COMMAND ${configure} MAY_FAIL)
+    string(REGEX REPLACE "[ \t\r\n]+" " " result "${result}")  # CMake wraps its messages
+    if(result MATCHES "^0 ")
+      message(FATAL_ERROR "the configuration succeeded; expected it to fail with '${EXPECT_CONFIGURE_ERROR}':\n${result}")
+    elseif(NOT result MATCHES "${EXPECT_CONFIGURE_ERROR}")
+      message(FATAL_ERROR "the configuration failed, but without '${EXPECT_CONFIGURE_ERROR}':\n${result}")
+    endif()
+    message(STATUS "the configuration failed as expected: ${EXPECT_CONFIGURE_ERROR}")
+    return()
+  endif()
   run(configure COMMAND ${configure})
   run(build COMMAND "${CMAKE_COMMAND}" --build "${WORK}/build")
-  if(EXPECT_CONVMAT_DIR)
-    file(STRINGS "${WORK}/build/CMakeCache.txt" found REGEX "^convmat_DIR:")
-    string(REGEX REPLACE "^[^=]*=" "" found "${found}")
-    get_filename_component(found "${found}" REALPATH)
-    get_filename_component(expected "${EXPECT_CONVMAT_DIR}" REALPATH)
-    if(NOT found STREQUAL expected)
-      message(FATAL_ERROR "find_package found convmat in '${found}', expected '${expected}'")
+  foreach(package convmat Eigen3)
+    string(TOUPPER "${package}" upper)
+    if(EXPECT_${upper}_DIR)
+      file(STRINGS "${WORK}/build/CMakeCache.txt" found REGEX "^${package}_DIR:")
+      string(REGEX REPLACE "^[^=]*=" "" found "${found}")
+      get_filename_component(found "${found}" REALPATH)
+      get_filename_component(expected "${EXPECT_${upper}_DIR}" REALPATH)
+      if(NOT found STREQUAL expected)
+        message(FATAL_ERROR "find_package found ${package} in '${found}', expected '${expected}'")
+      endif()
     endif()
-  endif()
+  endforeach()
   set(program "${WORK}/build/my_app")
 else()
   message(FATAL_ERROR "run_consumer.cmake: unknown KIND '${KIND}' (sh or cmake)")
