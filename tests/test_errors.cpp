@@ -219,6 +219,13 @@ std::vector<BadInput> bad_inputs() {
            convmat::compose(second, first); },
       {"=convmat: cannot compose affine layers: the second takes 4 inputs, but the first gives 3 outputs"});
 
+  add("padding layer with negative channels",
+      [] { convmat::PadSpec<1> pad; pad.channels = -2; pad.input_size = {4}; convmat::pad_matrix_sparse(pad); },
+      {"=convmat: channels and groups must be positive: in_channels=-2, out_channels=-2, groups=-2"});
+  add("upsampling by a zero factor",
+      [] { convmat::UpsampleSpec<2> up; up.input_size = {3, 3}; up.scale = {2, 0}; convmat::upsample_nearest_matrix(up); },
+      {"=convmat: scale must be positive in every dimension: scale=(2, 0)"});
+
   // ---- the memory guard -------------------------------------------------
   add("dense matrix beyond max_dense_bytes", [&] { DenseLimit limit(10000); convmat::conv_matrix(layer(), w); },
       {"=convmat: the dense matrix would be 210 x 252 = 52920 entries of 8 bytes, more than max_dense_bytes() = "
@@ -235,7 +242,7 @@ std::vector<BadInput> bad_inputs() {
       {"the affine matrix would be 211 x 253"});
   add("weight Jacobian beyond max_dense_bytes",
       [] { DenseLimit limit(10000); convmat::weight_jacobian(layer(), Eigen::VectorXd::Ones(252)); },
-      {"the weight Jacobian would be 210 x 216"});
+      {"the weight Jacobian would be 210 x 216", "use unfold()"});
   add("unfold matrix beyond max_dense_bytes",
       [] { DenseLimit limit(1000); convmat::unfold(layer(), Eigen::VectorXd::Ones(252)); },
       {"the unfold matrix would be 36 x 35", "use convolve()"});

@@ -159,7 +159,9 @@ detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<
   const auto g = detail::geometry(spec);
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   if (x.cols() != 1) detail::fail("weight_jacobian takes one sample: input has ", x.cols(), " columns");
-  detail::check_dense_size(g.output_numel(), g.weight_numel(), sizeof(Scalar), "the weight Jacobian");
+  detail::check_dense_size(g.output_numel(), g.weight_numel(), sizeof(Scalar), "the weight Jacobian",
+                           "use unfold() (the same numbers, one row per weight of a group) or raise the limit "
+                           "with set_max_dense_bytes()");
   detail::RowMajorMatrix<Scalar> j = detail::RowMajorMatrix<Scalar>::Zero(g.output_numel(), g.weight_numel());
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
   std::vector<detail::Tap> taps;

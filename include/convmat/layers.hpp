@@ -224,13 +224,17 @@ struct PadSpec {
 /// reflect, replicate or circular several output positions read one input.
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
-  return conv_matrix(spec.as_conv(), detail::Vector<Scalar>::Ones(spec.channels));
+  const auto conv = spec.as_conv();
+  conv.validate();  // before the weights are sized by spec.channels
+  return conv_matrix(conv, detail::Vector<Scalar>::Ones(spec.channels));
 }
 
 /// pad_matrix as compressed rows.
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> pad_matrix_sparse(const PadSpec<Rank>& spec) {
-  return conv_matrix_sparse<StorageIndex>(spec.as_conv(), detail::Vector<Scalar>::Ones(spec.channels));
+  const auto conv = spec.as_conv();
+  conv.validate();  // before the weights are sized by spec.channels
+  return conv_matrix_sparse<StorageIndex>(conv, detail::Vector<Scalar>::Ones(spec.channels));
 }
 
 // ---------------------------------------------------------------------------

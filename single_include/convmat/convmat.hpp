@@ -1080,7 +1080,9 @@ detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<
   const auto g = detail::geometry(spec);
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   if (x.cols() != 1) detail::fail("weight_jacobian takes one sample: input has ", x.cols(), " columns");
-  detail::check_dense_size(g.output_numel(), g.weight_numel(), sizeof(Scalar), "the weight Jacobian");
+  detail::check_dense_size(g.output_numel(), g.weight_numel(), sizeof(Scalar), "the weight Jacobian",
+                           "use unfold() (the same numbers, one row per weight of a group) or raise the limit "
+                           "with set_max_dense_bytes()");
   detail::RowMajorMatrix<Scalar> j = detail::RowMajorMatrix<Scalar>::Zero(g.output_numel(), g.weight_numel());
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
   std::vector<detail::Tap> taps;
@@ -1519,13 +1521,17 @@ struct PadSpec {
 /// reflect, replicate or circular several output positions read one input.
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
-  return conv_matrix(spec.as_conv(), detail::Vector<Scalar>::Ones(spec.channels));
+  const auto conv = spec.as_conv();
+  conv.validate();  // before the weights are sized by spec.channels
+  return conv_matrix(conv, detail::Vector<Scalar>::Ones(spec.channels));
 }
 
 /// pad_matrix as compressed rows.
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> pad_matrix_sparse(const PadSpec<Rank>& spec) {
-  return conv_matrix_sparse<StorageIndex>(spec.as_conv(), detail::Vector<Scalar>::Ones(spec.channels));
+  const auto conv = spec.as_conv();
+  conv.validate();  // before the weights are sized by spec.channels
+  return conv_matrix_sparse<StorageIndex>(conv, detail::Vector<Scalar>::Ones(spec.channels));
 }
 
 // ---------------------------------------------------------------------------
