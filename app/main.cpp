@@ -88,6 +88,25 @@ std::string bytes_string(std::uint64_t bytes) {
   return os.str();
 }
 
+/// a * b, or the largest uint64 if that overflows.
+std::uint64_t saturating_mul(std::uint64_t a, std::uint64_t b) {
+  return a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a ? std::numeric_limits<std::uint64_t>::max()
+                                                                      : a * b;
+}
+
+/// cli_error unless the file system of `path` has `bytes` free (checked
+/// where the free space can be found out).
+void require_free_space(const std::string& path, std::uint64_t bytes, const std::string& qualifier,
+                        const std::string& detail = "") {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  const auto space = fs::space(p.has_parent_path() ? p.parent_path() : fs::path("."), ec);
+  if (!ec && space.available < bytes)
+    throw cli_error("'" + path + "' would take " + qualifier + bytes_string(bytes) + detail +
+                    ", but its file system has only " + bytes_string(space.available) + " free");
+}
+
 /// "1,234,567".
 std::string grouped(std::int64_t n) {
   std::string digits = std::to_string(n), out;
@@ -367,6 +386,8 @@ struct Check {
   }
 };
 
+/// What build() writes: nothing (--check alone), the dense or the sparse
+/// form, of T or of the affine matrix [T b; 0 1].
 struct Plan {
   enum class Form { none, dense, sparse } form = Form::none;
   Index rows = 0, cols = 0;  ///< of what is written (the affine form adds one of each)
@@ -389,10 +410,8 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
 
   if (plan.form == Plan::Form::dense) {
     const std::size_t limit = o.max_bytes.empty() ? convmat::max_dense_bytes() : parse_bytes(o.max_bytes);
-    const auto entries = static_cast<std::uint64_t>(plan.rows) * static_cast<std::uint64_t>(plan.cols);
-    const std::uint64_t bytes =
-        entries > std::numeric_limits<std::uint64_t>::max() / sizeof(Scalar) ? std::numeric_limits<std::uint64_t>::max()
-                                                                              : entries * sizeof(Scalar);
+    const std::uint64_t bytes = saturating_mul(
+        saturating_mul(static_cast<std::uint64_t>(plan.rows), static_cast<std::uint64_t>(plan.cols)), sizeof(Scalar));
     if (bytes > limit)
       throw cli_error("the dense matrix would be " + grouped(plan.rows) + " x " + grouped(plan.cols) + " " +
                       dtype_name(dtype) + " = " + bytes_string(bytes) + ", more than --max-bytes " +
@@ -401,25 +420,11 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
                       " non-zeros: write it sparse with -o " +
                       std::filesystem::path(o.output).replace_extension(".mtx").string() +
                       ", or raise --max-bytes");
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    const auto parent = fs::path(o.output).has_parent_path() ? fs::path(o.output).parent_path() : fs::path(".");
-    const auto space = fs::space(parent, ec);
-    const std::uint64_t file_bytes = npy_file_bytes(dtype, {plan.rows, plan.cols});
-    if (!ec && space.available < file_bytes)
-      throw cli_error("'" + o.output + "' would take " + bytes_string(file_bytes) + ", but its file system has only " +
-                      bytes_string(space.available) + " free");
+    require_free_space(o.output, npy_file_bytes(dtype, {plan.rows, plan.cols}), "");
   }
-  if (plan.form == Plan::Form::sparse) {  // every entry takes 10 bytes or more: "r c v.vvvv\n"
-    std::error_code ec;
-    const auto path = std::filesystem::path(o.output);
-    const auto space = std::filesystem::space(path.has_parent_path() ? path.parent_path() : ".", ec);
-    const auto at_least = static_cast<std::uint64_t>(size.nonzeros) * 10;
-    if (!ec && space.available < at_least)
-      throw cli_error("'" + o.output + "' would take more than " + bytes_string(at_least) + " (" +
-                      grouped(size.nonzeros) + " non-zeros), but its file system has only " +
-                      bytes_string(space.available) + " free");
-  }
+  if (plan.form == Plan::Form::sparse)  // every entry takes 10 bytes or more: "r c v.vvvv\n"
+    require_free_space(o.output, saturating_mul(static_cast<std::uint64_t>(size.nonzeros), 10),
+                       "more than ", " (" + grouped(size.nonzeros) + " non-zeros)");
   convmat::set_max_dense_bytes(convmat::no_limit);  // the blocks are bounded below
 
   const auto started = std::chrono::steady_clock::now();
