@@ -96,6 +96,24 @@ struct NpyArray {
 
 namespace detail {
 
+/// `text` fit for an error message: non-printable bytes as \xNN, at most
+/// `limit` characters.
+inline std::string printable(std::string_view text, std::size_t limit = 160) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < text.size() && i < limit; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return text.size() > limit ? out + "..." : out;
+}
+
 /// The header's Python dict literal, e.g.
 /// {'descr': '<f4', 'fortran_order': False, 'shape': (3, 2, 3, 3), }
 /// parsed just enough for the three keys NumPy writes.
@@ -129,7 +147,7 @@ class HeaderParser {
         h.shape = tuple();
         h.has_shape = true;
       } else {
-        bad("unknown key '" + key + "'");
+        bad("unknown key '" + printable(key) + "'");
       }
       skip_space();
       if (peek() == ',') ++at_;
@@ -141,7 +159,7 @@ class HeaderParser {
 
  private:
   [[noreturn]] void bad(const std::string& why) const {
-    throw cli_error("'" + path_ + "' is not a valid .npy file: its header " + std::string(text_) +
+    throw cli_error("'" + path_ + "' is not a valid .npy file: its header " + printable(text_) +
                     " cannot be read (" + why + ")");
   }
   char peek() const { return at_ < text_.size() ? text_[at_] : '\0'; }
@@ -256,11 +274,11 @@ inline NpyArray read_npy(const std::string& path) {
   } else if (h.descr == "<f8" || h.descr == "=f8") {
     array.dtype = Dtype::float64;
   } else if (h.descr == ">f4" || h.descr == ">f8") {
-    throw cli_error("'" + path + "' holds big-endian floats (dtype '" + h.descr +
+    throw cli_error("'" + path + "' holds big-endian floats (dtype '" + detail::printable(h.descr) +
                     "'); convmat reads little-endian float32 or float64: save array.astype('<f" +
                     h.descr.substr(2) + "')");
   } else {
-    throw cli_error("'" + path + "' has dtype '" + h.descr +
+    throw cli_error("'" + path + "' has dtype '" + detail::printable(h.descr) +
                     "', which convmat does not read: it takes float32 ('<f4') or float64 ('<f8'); "
                     "save array.astype(numpy.float32)");
   }

@@ -330,6 +330,7 @@ TEST_CASE("convmat command: every bad input names the problem, exits non-zero, w
   write_file(dir / "fortran.npy", npy_bytes("<f4", "(2, 1, 3, 3)", raw(weights), true));
   write_file(dir / "int.npy", npy_bytes("<i8", "(2, 1, 3, 3)", std::string(18 * 8, '\0')));
   write_file(dir / "big.npy", npy_bytes(">f4", "(2, 1, 3, 3)", raw(weights)));
+  write_file(dir / "binary.npy", npy_bytes("<f\x01\xff", "(2, 1, 3, 3)", raw(weights)));
   write_file(dir / "truncated.npy", good.substr(0, good.size() - 10));
   write_file(dir / "header.npy", good.substr(0, 30));
   write_file(dir / "flat.npy", npy_bytes("<f4", "(18,)", raw(weights)));
@@ -349,6 +350,7 @@ TEST_CASE("convmat command: every bad input names the problem, exits non-zero, w
       {quoted(dir / "fortran.npy") + " --input-size 5,5" + out, "is stored in Fortran order"},
       {quoted(dir / "int.npy") + " --input-size 5,5" + out, "has dtype '<i8', which convmat does not read"},
       {quoted(dir / "big.npy") + " --input-size 5,5" + out, "holds big-endian floats"},
+      {quoted(dir / "binary.npy") + " --input-size 5,5" + out, "has dtype '<f\\x01\\xff'"},
       {quoted(dir / "truncated.npy") + " --input-size 5,5" + out, "is truncated: its header promises shape (2, 1, 3, 3)"},
       {quoted(dir / "header.npy") + " --input-size 5,5" + out, "is truncated: it ends inside its .npy header"},
       {quoted(dir / "flat.npy") + " --input-size 5,5" + out, "at least 3 dimensions"},
