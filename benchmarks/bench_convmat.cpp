@@ -159,6 +159,21 @@ void sparse_times_batch(benchmark::State& state) {
   }
 }
 
+/// The same product with the batch stored row-major (one row per input
+/// element): each non-zero then scales one contiguous row of 32 samples.
+void sparse_times_batch_rowmajor(benchmark::State& state) {
+  bench::set_threads(1);
+  const auto spec = bench::sparse_layer();
+  const Eigen::VectorXf w = weights(spec);
+  const auto t = convmat::conv_matrix_sparse(spec, w);
+  const Matrix x = Matrix::Random(spec.input_numel(), bench::batch);
+  for (auto _ : state) {
+    Matrix y = t * x;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+}
+
 void convolve_batch(benchmark::State& state) {
   bench::set_threads(1);
   const auto spec = bench::sparse_layer();
@@ -187,6 +202,7 @@ BENCHMARK_CAPTURE(unfold, 2, 2)->Name("convmat/unfold_2threads")->DenseRange(0, 
 BENCHMARK_CAPTURE(convolve_unfold, 1, 1)->Name("convmat/convolve_unfold")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(convolve_unfold, 2, 2)->Name("convmat/convolve_unfold_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(sparse_times_batch)->Name("convmat/sparse_times_batch")->Unit(benchmark::kMillisecond);
+BENCHMARK(sparse_times_batch_rowmajor)->Name("convmat/sparse_times_batch_rowmajor")->Unit(benchmark::kMillisecond);
 BENCHMARK(convolve_batch)->Name("convmat/convolve_batch")->Unit(benchmark::kMillisecond)->Iterations(1);
 
 // ---- peak memory rows --------------------------------------------------------

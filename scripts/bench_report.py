@@ -100,6 +100,8 @@ for i, (layer, out) in enumerate(zip(layers, [64, 32, 64])):
               "torch/conv2d/%d" % i, "convmat/convolve_unfold/%d" % i, "≥ 0.6×", (">=", 0.6))
 ratio_row("batch 32, 64→64, 56×56", "speed of sparse T * X vs libtorch conv2d (its time / ours)",
           "torch/conv2d_batch", "convmat/sparse_times_batch", "report", (">=", 0))
+ratio_row("batch 32, 64→64, 56×56", "speed of sparse T * X, X row-major, vs libtorch conv2d (its time / ours)",
+          "torch/conv2d_batch", "convmat/sparse_times_batch_rowmajor", "report", (">=", 0))
 ratio_row("batch 32, 64→64, 56×56", "speed of convolve (direct) vs libtorch conv2d (its time / ours)",
           "torch/conv2d_batch", "convmat/convolve_batch", "report", (">=", 0))
 for one, two, what in [("convmat/conv_matrix/32", "convmat/conv_matrix_2threads/32", "conv_matrix"),

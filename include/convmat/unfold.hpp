@@ -83,27 +83,26 @@ template <int Rank, class Scalar>
 void unfold_block_into(const Geometry<Rank>& g, const Scalar* x, Index row_begin, Index row_end,
                        Index outer_begin, Index outer_end, Scalar* out, Index width) {
   const Index segment = g.output_size[Rank - 1];
-  for_each_unfold_segment(g, row_begin, row_end, outer_begin, outer_end,
-                          [&](Index row, Index column, Index base, const Index* sources, const AxisRun& interior) {
-                            Scalar* to = out + (row - row_begin) * width + column;
-                            if (base < 0) {
-                              std::fill(to, to + segment, Scalar(0));
-                              return;
-                            }
-                            const Scalar* in = x + base;
-                            const auto by_source = [&](Index j_begin, Index j_end) {
-                              for (Index j = j_begin; j < j_end; ++j)
-                                to[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
-                            };
-                            by_source(0, interior.begin);
-                            const Scalar* run = in + interior.first;
-                            if (interior.step == 1)
-                              std::copy(run, run + (interior.end - interior.begin), to + interior.begin);
-                            else
-                              for (Index j = interior.begin; j < interior.end; ++j)
-                                to[j] = run[(j - interior.begin) * interior.step];
-                            by_source(std::max(interior.begin, interior.end), segment);
-                          });
+  const auto copy_segment = [&](Index row, Index column, Index base, const Index* sources,
+                                const AxisRun& interior) {
+    Scalar* to = out + (row - row_begin) * width + column;
+    if (base < 0) {
+      std::fill(to, to + segment, Scalar(0));
+      return;
+    }
+    const Scalar* in = x + base;
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j) to[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
+    };
+    by_source(0, interior.begin);
+    const Scalar* run = in + interior.first;
+    if (interior.step == 1)
+      std::copy(run, run + (interior.end - interior.begin), to + interior.begin);
+    else
+      for (Index j = interior.begin; j < interior.end; ++j) to[j] = run[(j - interior.begin) * interior.step];
+    by_source(std::max(interior.begin, interior.end), segment);
+  };
+  for_each_unfold_segment(g, row_begin, row_end, outer_begin, outer_end, copy_segment);
 }
 
 /// The number of unfold rows one thread should at least take: enough for
@@ -133,27 +132,31 @@ Index convolve_block_outer(const Geometry<Rank>& g) {
   return std::max<Index>(1, (512 + segment / 2) / segment);
 }
 
-/// fold: the adjoint of unfold_into; x is overwritten. Serial: rows of
-/// one channel add into the same inputs.
+/// fold: the adjoint of unfold_into; x is overwritten. The rows of one
+/// channel add into that channel's inputs only, so with OpenMP whole
+/// channels are split over threads.
 template <int Rank, class Scalar>
 void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
   const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
-  std::fill(x, x + g.input_numel(), Scalar(0));
-  for_each_unfold_segment(g, 0, g.in_channels * g.kernel_numel, 0, unfold_outer_count(g),
-                          [&](Index row, Index column, Index base, const Index* sources, const AxisRun& interior) {
-                            if (base < 0) return;
-                            const Scalar* in = columns + row * width + column;
-                            Scalar* out = x + base;
-                            const auto by_source = [&](Index j_begin, Index j_end) {
-                              for (Index j = j_begin; j < j_end; ++j)
-                                if (sources[j] >= 0) out[sources[j]] += in[j];
-                            };
-                            by_source(0, interior.begin);
-                            Scalar* run = out + interior.first;
-                            for (Index j = interior.begin; j < interior.end; ++j)
-                              run[(j - interior.begin) * interior.step] += in[j];
-                            by_source(std::max(interior.begin, interior.end), segment);
-                          });
+  const auto add_segment = [&](Index row, Index column, Index base, const Index* sources,
+                               const AxisRun& interior) {
+    if (base < 0) return;
+    const Scalar* from = columns + row * width + column;
+    Scalar* to = x + base;
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j)
+        if (sources[j] >= 0) to[sources[j]] += from[j];
+    };
+    by_source(0, interior.begin);
+    Scalar* run = to + interior.first;
+    for (Index j = interior.begin; j < interior.end; ++j) run[(j - interior.begin) * interior.step] += from[j];
+    by_source(std::max(interior.begin, interior.end), segment);
+  };
+  const Index kn = g.kernel_numel;
+  parallel_chunks(0, g.in_channels, std::max<Index>(1, unfold_grain(g) / kn), [&](Index begin, Index end) {
+    std::fill(x + begin * g.input_spatial, x + end * g.input_spatial, Scalar(0));
+    for_each_unfold_segment(g, begin * kn, end * kn, 0, unfold_outer_count(g), add_segment);
+  });
 }
 
 }  // namespace detail
