@@ -317,7 +317,7 @@ class Progress {
     if (now - start_ < std::chrono::seconds(1) || now - last_ < std::chrono::milliseconds(200)) return;
     last_ = now;
     shown_ = true;
-    std::fprintf(stderr, "\rconvmat: %s: %3d%% (%lld of %lld rows)", what_.c_str(),
+    std::fprintf(stderr, "\rconvmat: %s: %3d%% (%lld of %lld)", what_.c_str(),
                  static_cast<int>(100.0 * static_cast<double>(done_rows) / static_cast<double>(total_)),
                  static_cast<long long>(done_rows), static_cast<long long>(total_));
     std::fflush(stderr);
@@ -337,25 +337,35 @@ class Progress {
 
 // ---- building, writing and checking ---------------------------------------------
 
-/// Produces the layer's matrix in row blocks, dense or sparse. A
-/// convolution builds each block on its own (conv_matrix_rows,
-/// conv_matrix_sparse_rows); a transposed convolution builds its sparse
-/// matrix once and hands out slices of it.
+/// Produces the layer's matrix in blocks. A convolution builds each block
+/// of rows on its own (conv_matrix_rows, conv_matrix_sparse_rows). A
+/// transposed convolution's T is the transpose of the matrix of the
+/// convolution it is the adjoint of (detail::geometry(ConvTransposeSpec)):
+/// its sparse form streams that matrix's rows, which are T's columns; its
+/// dense form needs T's rows in order, so T is built sparse once and sliced.
 template <int Rank, class Scalar>
 class RowBlocks {
  public:
-  RowBlocks(const Layer<Rank>& layer, const std::vector<Scalar>& weights)
+  RowBlocks(const Layer<Rank>& layer, const std::vector<Scalar>& weights, bool dense)
       : layer_(layer), w_(weights.data(), static_cast<Index>(weights.size())) {
-    if (layer.transposed) whole_ = convmat::conv_transpose_matrix_sparse<std::int64_t>(layer.tconv, w_);
+    if (!layer.transposed) return;
+    adjoint_ = convmat::detail::geometry(layer.tconv);
+    if (dense) whole_ = convmat::conv_transpose_matrix_sparse<std::int64_t>(layer.tconv, w_);
   }
 
+  /// Rows [begin, end) of T, dense.
   RowMajorMatrix<Scalar> dense(Index begin, Index end) const {
     if (!layer_.transposed) return convmat::conv_matrix_rows(layer_.conv, w_, begin, end);
     return RowMajorMatrix<Scalar>(whole_.middleRows(begin, end - begin).toDense());
   }
+  /// Rows [begin, end) of a convolution's T, sparse.
   Sparse<Scalar> sparse(Index begin, Index end) const {
-    if (!layer_.transposed) return convmat::conv_matrix_sparse_rows<std::int64_t>(layer_.conv, w_, begin, end);
-    return Sparse<Scalar>(whole_.middleRows(begin, end - begin));
+    return convmat::conv_matrix_sparse_rows<std::int64_t>(layer_.conv, w_, begin, end);
+  }
+  /// Columns [begin, end) of a transposed convolution's T, as the rows of
+  /// its transpose (begin - end) x output_numel.
+  Sparse<Scalar> sparse_columns(Index begin, Index end) const {
+    return convmat::detail::sparse_rows<std::int64_t>(*adjoint_, w_.data(), begin, end);
   }
 
   /// The direct (transposed) convolution of x: the reference for --check.
@@ -367,6 +377,7 @@ class RowBlocks {
  private:
   const Layer<Rank>& layer_;
   Eigen::Map<const Vector<Scalar>> w_;
+  std::optional<convmat::detail::Geometry<Rank>> adjoint_;
   Sparse<Scalar> whole_;
 };
 
@@ -383,6 +394,11 @@ struct Check {
   void add(const Sparse<Scalar>& block, Index first_row) {
     y.segment(first_row, block.rows()) = block * x;
     bound.segment(first_row, block.rows()) = block.cwiseAbs() * x.cwiseAbs();
+  }
+  /// Columns [first, first + columns.rows()) of T, given as the rows of T^T.
+  void add_columns(const Sparse<Scalar>& columns, Index first) {
+    y += columns.transpose() * x.segment(first, columns.rows());
+    bound += Sparse<Scalar>(columns.cwiseAbs()).transpose() * x.segment(first, columns.rows()).cwiseAbs();
   }
 };
 
@@ -428,7 +444,9 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
   convmat::set_max_dense_bytes(convmat::no_limit);  // the blocks are bounded below
 
   const auto started = std::chrono::steady_clock::now();
-  RowBlocks<Rank, Scalar> blocks(layer, weights);
+  // A transposed layer's sparse form goes column block by column block.
+  const bool by_columns = layer.transposed && plan.form != Plan::Form::dense;
+  RowBlocks<Rank, Scalar> blocks(layer, weights, plan.form == Plan::Form::dense);
   Vector<Scalar> b = bias ? *bias : Vector<Scalar>();
 
   Check<Scalar> check;
@@ -437,12 +455,12 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
     std::uniform_real_distribution<double> uniform(-1.0, 1.0);
     check.x.resize(cols);
     for (Index i = 0; i < cols; ++i) check.x[i] = static_cast<Scalar>(uniform(random));
-    check.y.resize(rows);
-    check.bound.resize(rows);
+    check.y.setZero(rows);
+    check.bound.setZero(rows);
   }
 
   // Blocks of about 32 MiB dense, or about 4 million sparse entries.
-  const Index per_row = std::max<Index>(1, size.nonzeros / std::max<Index>(rows, 1));
+  const Index per_row = std::max<Index>(1, size.nonzeros / std::max<Index>(by_columns ? cols : rows, 1));
   const Index block_rows =
       plan.form == Plan::Form::dense
           ? std::max<Index>(1, (Index{32} << 20) / static_cast<Index>(sizeof(Scalar)) / std::max<Index>(cols, 1))
@@ -466,9 +484,22 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
     mtx->header(plan.rows, plan.cols, nonzeros, comment.str());
   }
 
-  Progress progress("building " + (o.output.empty() ? std::string("the matrix") : o.output), rows, !o.quiet);
+  Progress progress("building " + (o.output.empty() ? std::string("the matrix") : o.output),
+                    by_columns ? cols : rows, !o.quiet);
   const Scalar zero(0), one(1);
-  for (Index begin = 0; begin < rows; begin += block_rows) {
+  for (Index begin = 0; by_columns && begin < cols; begin += block_rows) {
+    const Index end = std::min(cols, begin + block_rows);
+    const auto columns = blocks.sparse_columns(begin, end);  // rows of T^T
+    if (mtx)
+      for (Index c = 0; c < columns.rows(); ++c)
+        for (typename Sparse<Scalar>::InnerIterator it(columns, c); it; ++it)
+          mtx->entry(static_cast<std::int64_t>(it.col()), begin + c, it.value());
+    if (o.check) check.add_columns(columns, begin);
+    progress.update(end);
+  }
+  if (by_columns && mtx && plan.affine)  // the last column, b
+    for (Index r = 0; r < rows; ++r) mtx->entry(r, cols, b[r]);
+  for (Index begin = 0; !by_columns && begin < rows; begin += block_rows) {
     const Index end = std::min(rows, begin + block_rows);
     if (plan.form == Plan::Form::dense) {
       const auto block = blocks.dense(begin, end);
