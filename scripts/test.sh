@@ -41,16 +41,18 @@ stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
 # add_subdirectory, pkg-config, #include, the single header alone), the
 # single header's freshness and the README's snippets run in the ctest of
 # the suite above. Here: the suite again, against the single header and as
-# C++20, each in its own build directory.
+# C++20, each in its own build directory (without the ONNX and PETSc parts,
+# which the stages above cover, to keep these short).
 stage "suite against the single header (single_include/)"
 cmake -S . -B "$root/single-header" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
-  -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_SINGLE_HEADER=ON -DCONVMAT_TEST_CONSUMERS=OFF >/dev/null
+  -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_SINGLE_HEADER=ON -DCONVMAT_TEST_CONSUMERS=OFF \
+  -DCONVMAT_BUILD_CLI=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
 cmake --build "$root/single-header" -j "$jobs"
 ctest --test-dir "$root/single-header" --output-on-failure -j "$jobs"
 
 stage "suite and examples as C++20 (-Werror)"
 cmake -S . -B "$root/cxx20" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=20 -DCONVMAT_BUILD_TESTS=ON \
-  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF >/dev/null
+  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
 cmake --build "$root/cxx20" -j "$jobs"
 ctest --test-dir "$root/cxx20" --output-on-failure -j "$jobs"
 
