@@ -2,12 +2,13 @@
 // convolution or a transposed one, every field including values no layer
 // can have), weights, a batch of inputs and a row block. For every input,
 // either convmat refuses it with convmat::spec_error, or every path agrees:
-// dense T, sparse T, row blocks, the direct convolution, unfold and
-// multiply, fold as the adjoint of unfold, the weight Jacobian, the
-// transposed layer (dense, sparse, direct, and the transpose of the
-// matching convolution's matrix). Anything else — another exception, an
-// out-of-bounds access (AddressSanitizer), undefined behaviour (UBSan), a
-// disagreement — stops the fuzzer with the input that caused it.
+// dense T, sparse T (with a narrow StorageIndex too), row blocks, the
+// direct convolution, unfold and multiply, fold as the adjoint of unfold,
+// the weight Jacobian, the transposed layer (dense, sparse, direct, and
+// the transpose of the matching convolution's matrix). Anything else —
+// another exception, an out-of-bounds access (AddressSanitizer), undefined
+// behaviour (UBSan), a disagreement — stops the fuzzer with the input that
+// caused it.
 //
 // Weights and inputs are multiples of 1/8 in [-16, 16), so in double every
 // product and every sum the layers here make is exact: the double paths
@@ -168,6 +169,16 @@ void run_conv(const convmat::ConvSpec<Rank>& spec, const Eigen::VectorXd& w64, c
   FUZZ_CHECK(agree((s * x).eval(), y, bound));
   FUZZ_CHECK(agree(Matrix<Scalar>(s), t, Matrix<double>(t.template cast<double>().cwiseAbs())));
   FUZZ_CHECK(agree(convmat::convolve_unfold(spec, w, x), y, bound));
+  // A narrow StorageIndex: the same matrix, or a spec_error exactly when a
+  // size or the non-zero count does not fit it.
+  constexpr Index int16_max = std::numeric_limits<std::int16_t>::max();
+  const bool fits16 = t.rows() <= int16_max && t.cols() <= int16_max && s.nonZeros() <= int16_max;
+  try {
+    const auto s16 = convmat::conv_matrix_sparse<std::int16_t>(spec, w);
+    FUZZ_CHECK(fits16 && Matrix<Scalar>(s16) == Matrix<Scalar>(s));
+  } catch (const convmat::spec_error&) {
+    FUZZ_CHECK(!fits16);
+  }
 
   // Row blocks: within range they are the rows of T; outside, spec_error.
   const Index rows = t.rows(), a = plan.row_a, b = plan.row_b;
