@@ -91,7 +91,7 @@ std::string bytes_string(std::uint64_t bytes) {
 /// a * b, or the largest uint64 if that overflows.
 std::uint64_t saturating_mul(std::uint64_t a, std::uint64_t b) {
   return a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a ? std::numeric_limits<std::uint64_t>::max()
-                                                                      : a * b;
+                                                                     : a * b;
 }
 
 /// cli_error unless the file system of `path` has `bytes` free (checked
@@ -235,8 +235,8 @@ Layer<Rank> make_layer(const Options& o, const NpyArray& weights) {
   std::array<Index, Rank> kernel{};
   std::copy(shape.begin() + 2, shape.end(), kernel.begin());
   if (!o.kernel_size.empty() && per_axis<Rank>(o.kernel_size, "--kernel-size", weights) != kernel)
-    throw cli_error("--kernel-size " + o.kernel_size + " disagrees with the weights' shape " +
-                    shape_string(shape) + ", whose kernel is " + tuple(kernel));
+    throw cli_error("--kernel-size " + o.kernel_size + " disagrees with the weights' shape " + shape_string(shape) +
+                    ", whose kernel is " + tuple(kernel));
   if (o.groups <= 0) throw cli_error("--groups must be positive; got " + std::to_string(o.groups));
   // Conv: (out, in / groups, k...); ConvTranspose: (in, out / groups, k...).
   const Index in = o.transposed ? shape[0] : shape[1] * o.groups;
@@ -268,13 +268,17 @@ Layer<Rank> make_layer(const Options& o, const NpyArray& weights) {
     s.stride = stride;
     s.dilation = dilation;
     if (o.padding == "same" || o.padding == "valid" || o.padding == "full")
-      throw cli_error("--padding " + o.padding + " is for convolutions; a transposed convolution takes numbers "
-                      "(as torch.nn.ConvTranspose" + std::to_string(Rank) + "d)");
+      throw cli_error("--padding " + o.padding +
+                      " is for convolutions; a transposed convolution takes numbers "
+                      "(as torch.nn.ConvTranspose" +
+                      std::to_string(Rank) + "d)");
     s.padding = per_axis<Rank>(o.padding, "--padding", weights);
     s.output_padding = per_axis<Rank>(o.output_padding, "--output-padding", weights);
     if (o.padding_mode != "zeros")
-      throw cli_error("--padding-mode " + o.padding_mode + ": a transposed convolution pads with zeros only "
-                      "(as torch.nn.ConvTranspose" + std::to_string(Rank) + "d)");
+      throw cli_error("--padding-mode " + o.padding_mode +
+                      ": a transposed convolution pads with zeros only "
+                      "(as torch.nn.ConvTranspose" +
+                      std::to_string(Rank) + "d)");
     s.validate();
   } else {
     auto& s = layer.conv;
@@ -434,13 +438,12 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
                       (o.max_bytes.empty() ? "(default: half of this machine's memory) " : "") + "= " +
                       bytes_string(limit) + ". It has only " + grouped(size.nonzeros) +
                       " non-zeros: write it sparse with -o " +
-                      std::filesystem::path(o.output).replace_extension(".mtx").string() +
-                      ", or raise --max-bytes");
+                      std::filesystem::path(o.output).replace_extension(".mtx").string() + ", or raise --max-bytes");
     require_free_space(o.output, npy_file_bytes(dtype, {plan.rows, plan.cols}), "");
   }
   if (plan.form == Plan::Form::sparse)  // every entry takes 10 bytes or more: "r c v.vvvv\n"
-    require_free_space(o.output, saturating_mul(static_cast<std::uint64_t>(size.nonzeros), 10),
-                       "more than ", " (" + grouped(size.nonzeros) + " non-zeros)");
+    require_free_space(o.output, saturating_mul(static_cast<std::uint64_t>(size.nonzeros), 10), "more than ",
+                       " (" + grouped(size.nonzeros) + " non-zeros)");
   convmat::set_max_dense_bytes(convmat::no_limit);  // the blocks are bounded below
 
   const auto started = std::chrono::steady_clock::now();
@@ -475,17 +478,16 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
     mtx.emplace(o.output);
     const Index nonzeros = size.nonzeros + (plan.affine ? rows + 1 : 0);
     std::ostringstream comment;
-    comment << "written by convmat " << CONVMAT_VERSION_STRING << ": " << layer.describe(bias.has_value())
-            << "\ninput " << tuple(layer.input_size()) << " x " << layer.in_channels() << " channels -> output "
+    comment << "written by convmat " << CONVMAT_VERSION_STRING << ": " << layer.describe(bias.has_value()) << "\ninput "
+            << tuple(layer.input_size()) << " x " << layer.in_channels() << " channels -> output "
             << tuple(layer.output_size()) << " x " << layer.out_channels() << " channels; vec(output) = T vec(input)"
-            << (plan.affine ? "\naffine form [T b; 0 1]: the last column is the bias, the last row selects the 1"
-                            : "")
+            << (plan.affine ? "\naffine form [T b; 0 1]: the last column is the bias, the last row selects the 1" : "")
             << "\nvalues are " << dtype_name(dtype) << ", each the shortest decimal that reads back exactly";
     mtx->header(plan.rows, plan.cols, nonzeros, comment.str());
   }
 
-  Progress progress("building " + (o.output.empty() ? std::string("the matrix") : o.output),
-                    by_columns ? cols : rows, !o.quiet);
+  Progress progress("building " + (o.output.empty() ? std::string("the matrix") : o.output), by_columns ? cols : rows,
+                    !o.quiet);
   const Scalar zero(0), one(1);
   for (Index begin = 0; by_columns && begin < cols; begin += block_rows) {
     const Index end = std::min(cols, begin + block_rows);
@@ -589,10 +591,11 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
       const auto file_bytes = std::filesystem::file_size(o.output, ec);
       std::cout << "wrote " << o.output << ": " << (plan.affine ? "the affine matrix [T b; 0 1], " : "the matrix T, ")
                 << plan.rows << " x " << plan.cols << " " << dtype_name(dtype) << ", "
-                << (plan.form == Plan::Form::dense ? "dense" : grouped(size.nonzeros + (plan.affine ? rows + 1 : 0)) +
-                                                                   " non-zeros")
-                << ", " << bytes_string(ec ? 0 : file_bytes) << ", in " << std::fixed << std::setprecision(2)
-                << seconds << " s\n";
+                << (plan.form == Plan::Form::dense
+                        ? "dense"
+                        : grouped(size.nonzeros + (plan.affine ? rows + 1 : 0)) + " non-zeros")
+                << ", " << bytes_string(ec ? 0 : file_bytes) << ", in " << std::fixed << std::setprecision(2) << seconds
+                << " s\n";
     }
     if (bias_file) std::cout << "wrote " << o.bias_out << ": the bias b as a vector of " << rows << "\n";
   }
@@ -606,8 +609,10 @@ void print_info(const Options& o, const Layer<Rank>& layer, const NpyArray& weig
   const double density = static_cast<double>(s.nonzeros) / (static_cast<double>(s.rows) * static_cast<double>(s.cols));
   std::cout << "layer     " << layer.describe(bias) << "\n"
             << "weights   " << o.weights << ": " << dtype_name(dtype) << " " << shape_string(weights.shape) << "\n"
-            << "input     (" << layer.in_channels() << ", " << join(as_vector(layer.input_size())) << "): " << grouped(s.cols) << " values\n"
-            << "output    (" << layer.out_channels() << ", " << join(as_vector(layer.output_size())) << "): " << grouped(s.rows) << " values\n"
+            << "input     (" << layer.in_channels() << ", " << join(as_vector(layer.input_size()))
+            << "): " << grouped(s.cols) << " values\n"
+            << "output    (" << layer.out_channels() << ", " << join(as_vector(layer.output_size()))
+            << "): " << grouped(s.rows) << " values\n"
             << "matrix T  " << grouped(s.rows) << " x " << grouped(s.cols) << ", vec(output) = T vec(input)\n"
             << "non-zeros " << grouped(s.nonzeros) << " (" << std::setprecision(3) << 100.0 * density
             << "% of the entries)\n"
@@ -656,7 +661,8 @@ int execute(const Options& o) {
   const bool dense = o.output.size() > 4 && o.output.compare(o.output.size() - 4, 4, ".npy") == 0;
   const bool sparse = o.output.size() > 4 && o.output.compare(o.output.size() - 4, 4, ".mtx") == 0;
   if (!o.output.empty() && !dense && !sparse)
-    throw cli_error("-o " + o.output + ": the output must end in .npy (the dense matrix) or .mtx (the sparse "
+    throw cli_error("-o " + o.output +
+                    ": the output must end in .npy (the dense matrix) or .mtx (the sparse "
                     "matrix, Matrix Market)");
   if (o.output.empty() && !o.info && !o.check)
     throw cli_error("say where the matrix goes: -o T.npy (dense) or -o T.mtx (sparse); or --info, or --check");
@@ -665,7 +671,8 @@ int execute(const Options& o) {
     throw cli_error("--bias-out " + o.bias_out + ": the bias vector is written as .npy; name it *.npy");
   if (o.affine && o.bias.empty()) throw cli_error("--affine needs the layer's bias: --bias B.npy");
   if (!o.bias.empty() && o.bias_out.empty() && !o.affine && !o.info && !o.check)
-    throw cli_error("--bias " + o.bias + ": say where the bias goes: --bias-out b.npy writes the output-sized vector b "
+    throw cli_error("--bias " + o.bias +
+                    ": say where the bias goes: --bias-out b.npy writes the output-sized vector b "
                     "(y = T x + b), --affine writes the matrix [T b; 0 1] instead of T");
   if (o.input_size.empty()) throw cli_error("--input-size is required: the spatial size of the input, like 7,9");
   if (!o.max_bytes.empty()) (void)parse_bytes(o.max_bytes);
@@ -678,16 +685,21 @@ int execute(const Options& o) {
                     (o.transposed ? "(in_channels, out_channels / groups, kernel...)"
                                   : "(out_channels, in_channels / groups, kernel...)"));
   for (auto d : weights.shape)
-    if (d == 0) throw cli_error("the weights '" + o.weights + "' have shape " + shape_string(weights.shape) + ", which is empty");
+    if (d == 0)
+      throw cli_error("the weights '" + o.weights + "' have shape " + shape_string(weights.shape) + ", which is empty");
   const int rank = static_cast<int>(ndim) - 2;
   const bool f32 = weights.dtype == Dtype::float32;
   switch (rank) {
-    case 1: return f32 ? run<1, float>(o, weights) : run<1, double>(o, weights);
-    case 2: return f32 ? run<2, float>(o, weights) : run<2, double>(o, weights);
-    case 3: return f32 ? run<3, float>(o, weights) : run<3, double>(o, weights);
+    case 1:
+      return f32 ? run<1, float>(o, weights) : run<1, double>(o, weights);
+    case 2:
+      return f32 ? run<2, float>(o, weights) : run<2, double>(o, weights);
+    case 3:
+      return f32 ? run<3, float>(o, weights) : run<3, double>(o, weights);
     default:
       throw cli_error("the weights '" + o.weights + "' have shape " + shape_string(weights.shape) + ", a " +
-                      std::to_string(rank) + "-D layer; the convmat command handles 1-D, 2-D and 3-D layers "
+                      std::to_string(rank) +
+                      "-D layer; the convmat command handles 1-D, 2-D and 3-D layers "
                       "(Conv1d/2d/3d), the C++ library any rank");
   }
 }
@@ -719,14 +731,15 @@ int worked_example() {
     for (Index c = 0; c < t.cols(); ++c) std::cout << std::setw(4) << t(r, c);
     std::cout << " ]\n";
   }
-  std::cout << "\nCheck with x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]:\n"
-            << "   T vec(x)           = " << list(by_matrix) << "\n"
-            << "   convolve(x, w)     = " << list(direct) << "   (the direct convolution)\n"
-            << "   largest difference = " << difference << "\n\n"
-            << "Your layer: numpy.save('w.npy', conv.weight.detach().numpy()), then\n"
-            << "   convmat w.npy --input-size 7,9 --stride 2 --padding 1 -o T.npy   # dense: numpy.load('T.npy')\n"
-            << "   convmat w.npy --input-size 7,9 --stride 2 --padding 1 -o T.mtx   # sparse: scipy.io.mmread('T.mtx')\n"
-            << "convmat --help lists every option.\n";
+  std::cout
+      << "\nCheck with x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]:\n"
+      << "   T vec(x)           = " << list(by_matrix) << "\n"
+      << "   convolve(x, w)     = " << list(direct) << "   (the direct convolution)\n"
+      << "   largest difference = " << difference << "\n\n"
+      << "Your layer: numpy.save('w.npy', conv.weight.detach().numpy()), then\n"
+      << "   convmat w.npy --input-size 7,9 --stride 2 --padding 1 -o T.npy   # dense: numpy.load('T.npy')\n"
+      << "   convmat w.npy --input-size 7,9 --stride 2 --padding 1 -o T.mtx   # sparse: scipy.io.mmread('T.mtx')\n"
+      << "convmat --help lists every option.\n";
   return difference == 0.0 ? 0 : 1;
 }
 
@@ -745,8 +758,9 @@ int main(int argc, char** argv) {
       "shows a worked example.",
       "convmat"};
   app.get_formatter()->column_width(30);
-  app.add_option("weights", o.weights, "The weights (.npy, float32 or float64): (out_channels, in_channels / groups, "
-                                       "kernel...), or (in_channels, out_channels / groups, kernel...) with --transposed")
+  app.add_option("weights", o.weights,
+                 "The weights (.npy, float32 or float64): (out_channels, in_channels / groups, "
+                 "kernel...), or (in_channels, out_channels / groups, kernel...) with --transposed")
       ->required();
   app.add_option("-o,--output", o.output, "Where T goes: *.npy dense (output_numel x input_numel), *.mtx sparse");
   app.add_option("--input-size", o.input_size, "Spatial size of the input, like 7,9 (required)");
@@ -761,13 +775,16 @@ int main(int argc, char** argv) {
   app.add_option("--out-channels", o.out_channels, "Checked against the weights' shape (optional)");
   app.add_flag("--transposed", o.transposed, "The layer is a ConvTranspose: the weights are laid out as one");
   app.add_option("--output-padding", o.output_padding, "With --transposed, like 1 or 1,0 (default 0)");
-  app.add_option("--bias", o.bias, "The layer's bias (.npy of out_channels values); used by --bias-out, --affine, --check");
+  app.add_option("--bias", o.bias,
+                 "The layer's bias (.npy of out_channels values); used by --bias-out, --affine, --check");
   app.add_option("--bias-out", o.bias_out, "Also write b, the bias as an output_numel vector (y = T x + b), as .npy");
   app.add_flag("--affine", o.affine, "Write the affine matrix [T b; 0 1] instead of T (needs --bias)");
-  app.add_flag("--info", o.info, "Print the shapes, the exact non-zero count and the bytes of each form; build nothing");
+  app.add_flag("--info", o.info,
+               "Print the shapes, the exact non-zero count and the bytes of each form; build nothing");
   app.add_flag("--check", o.check, "Multiply T by a random input and compare with the direct convolution");
   app.add_option("--seed", o.seed, "Seed of --check's random input");
-  app.add_option("--max-bytes", o.max_bytes, "Largest dense matrix to write, like 8G or none (default: half the memory)");
+  app.add_option("--max-bytes", o.max_bytes,
+                 "Largest dense matrix to write, like 8G or none (default: half the memory)");
   app.add_flag("-q,--quiet", o.quiet, "Print only errors and --check's result");
   app.set_version_flag("--version", CONVMAT_VERSION_STRING);
 

@@ -68,8 +68,8 @@ class MatrixMarketWriter {
   void finish() {
     flush_buffer();
     if (written_ != announced_)
-      throw cli_error("internal error: announced " + std::to_string(announced_) + " non-zeros in '" +
-                      file_.path() + "' but wrote " + std::to_string(written_));
+      throw cli_error("internal error: announced " + std::to_string(announced_) + " non-zeros in '" + file_.path() +
+                      "' but wrote " + std::to_string(written_));
     file_.commit();
   }
 

@@ -9,6 +9,7 @@
 // Format: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -152,15 +154,14 @@ class HeaderParser {
       skip_space();
       if (peek() == ',') ++at_;
     }
-    if (!h.has_descr || !h.has_order || !h.has_shape)
-      bad("it lacks one of 'descr', 'fortran_order', 'shape'");
+    if (!h.has_descr || !h.has_order || !h.has_shape) bad("it lacks one of 'descr', 'fortran_order', 'shape'");
     return h;
   }
 
  private:
   [[noreturn]] void bad(const std::string& why) const {
-    throw cli_error("'" + path_ + "' is not a valid .npy file: its header " + printable(text_) +
-                    " cannot be read (" + why + ")");
+    throw cli_error("'" + path_ + "' is not a valid .npy file: its header " + printable(text_) + " cannot be read (" +
+                    why + ")");
   }
   char peek() const { return at_ < text_.size() ? text_[at_] : '\0'; }
   void skip_space() {
@@ -205,8 +206,10 @@ class HeaderParser {
       if (!digits) bad("the shape holds something other than non-negative integers");
       values.push_back(v);
       skip_space();
-      if (peek() == ',') ++at_;
-      else if (peek() != ')') bad("expected ',' or ')' in the shape");
+      if (peek() == ',')
+        ++at_;
+      else if (peek() != ')')
+        bad("expected ',' or ')' in the shape");
     }
     ++at_;
     return values;
@@ -241,7 +244,9 @@ inline NpyArray read_npy(const std::string& path) {
   in.read(reinterpret_cast<char*>(start), 10);
   const auto got = in.gcount();
   if (got < 8 || std::memcmp(start, "\x93NUMPY", 6) != 0)
-    throw cli_error("'" + path + "' is not a .npy file (it does not start with \\x93NUMPY); save the weights with numpy.save(path, array)");
+    throw cli_error(
+        "'" + path +
+        "' is not a .npy file (it does not start with \\x93NUMPY); save the weights with numpy.save(path, array)");
   const int major = start[6], minor = start[7];
   if (major < 1 || major > 3)
     throw cli_error("'" + path + "' is a .npy file of format version " + std::to_string(major) + "." +
@@ -258,14 +263,13 @@ inline NpyArray read_npy(const std::string& path) {
     prefix = 12;
   }
   if (header_length > (std::size_t{1} << 26))
-    throw cli_error("'" + path + "' is not a valid .npy file: it claims a header of " +
-                    std::to_string(header_length) + " bytes");
+    throw cli_error("'" + path + "' is not a valid .npy file: it claims a header of " + std::to_string(header_length) +
+                    " bytes");
   std::string header(header_length, '\0');
   in.read(header.data(), static_cast<std::streamsize>(header_length));
   if (static_cast<std::size_t>(in.gcount()) != header_length)
     throw cli_error("'" + path + "' is truncated: it ends inside its .npy header");
-  while (!header.empty() && (header.back() == '\n' || header.back() == ' ' || header.back() == '\0'))
-    header.pop_back();
+  while (!header.empty() && (header.back() == '\n' || header.back() == ' ' || header.back() == '\0')) header.pop_back();
 
   const auto h = detail::HeaderParser(header, path).parse();
   NpyArray array;
@@ -275,8 +279,8 @@ inline NpyArray read_npy(const std::string& path) {
     array.dtype = Dtype::float64;
   } else if (h.descr == ">f4" || h.descr == ">f8") {
     throw cli_error("'" + path + "' holds big-endian floats (dtype '" + detail::printable(h.descr) +
-                    "'); convmat reads little-endian float32 or float64: save array.astype('<f" +
-                    h.descr.substr(2) + "')");
+                    "'); convmat reads little-endian float32 or float64: save array.astype('<f" + h.descr.substr(2) +
+                    "')");
   } else {
     throw cli_error("'" + path + "' has dtype '" + detail::printable(h.descr) +
                     "', which convmat does not read: it takes float32 ('<f4') or float64 ('<f8'); "
@@ -298,8 +302,8 @@ inline NpyArray read_npy(const std::string& path) {
   const std::uint64_t expected = prefix + header_length + data_bytes;
   if (!ec && file_bytes != expected)
     throw cli_error("'" + path + "' is " + (file_bytes < expected ? "truncated" : "longer than its header says") +
-                    ": its header promises shape " + shape_string(array.shape) + " of " +
-                    dtype_name(array.dtype) + ", " + std::to_string(data_bytes) + " bytes of data, but the file has " +
+                    ": its header promises shape " + shape_string(array.shape) + " of " + dtype_name(array.dtype) +
+                    ", " + std::to_string(data_bytes) + " bytes of data, but the file has " +
                     std::to_string(file_bytes - std::min<std::uint64_t>(file_bytes, prefix + header_length)));
   array.bytes.resize(static_cast<std::size_t>(data_bytes));
   in.read(reinterpret_cast<char*>(array.bytes.data()), static_cast<std::streamsize>(data_bytes));

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "npy.hpp"
 
@@ -121,9 +122,7 @@ class OutputFile {
     return mask;
   }
 
-  [[noreturn]] void fail_write() {
-    throw cli_error("cannot write '" + path_ + "': " + std::strerror(errno));
-  }
+  [[noreturn]] void fail_write() { throw cli_error("cannot write '" + path_ + "': " + std::strerror(errno)); }
 
   void register_pending() {
     auto& files = detail::pending_files();
