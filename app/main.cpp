@@ -399,6 +399,35 @@ struct Check {
     y.segment(first_row, block.rows()) = block * x;
     bound.segment(first_row, block.rows()) = block.cwiseAbs() * x.cwiseAbs();
   }
+  /// Compares T x (+ b) with `reference`, the direct convolution of x (+ b),
+  /// prints the largest difference and returns whether every output is
+  /// within the rounding bound: both sums carry an error of at most
+  /// n eps (|T| |x| + |b|) for n terms, so anything larger is a wrong entry.
+  bool report(Vector<Scalar> reference, const Vector<Scalar>* bias, Index terms, std::uint64_t seed, bool transposed) {
+    if (bias) {
+      reference += *bias;
+      y += *bias;
+      bound += bias->cwiseAbs();
+    }
+    const double eps = std::numeric_limits<Scalar>::epsilon();
+    double largest = 0, ratio = 0, largest_value = 0;
+    for (Index i = 0; i < y.size(); ++i) {
+      const double difference = std::abs(static_cast<double>(y[i]) - static_cast<double>(reference[i]));
+      const double allowed =
+          2.0 * static_cast<double>(terms) * eps * static_cast<double>(bound[i]) + std::numeric_limits<Scalar>::min();
+      largest = std::max(largest, difference);
+      ratio = std::max(ratio, difference / allowed);
+      largest_value = std::max(largest_value, std::abs(static_cast<double>(reference[i])));
+    }
+    const bool ok = ratio <= 1.0;
+    std::cout << "check: T x" << (bias ? " + b" : "") << " against the direct "
+              << (transposed ? "transposed convolution" : "convolution") << " on a random x (seed " << seed
+              << "): largest difference " << std::setprecision(3) << largest << " over " << y.size()
+              << " outputs (largest |output| " << largest_value << "), " << (ok ? "within" : "BEYOND")
+              << " the rounding bound" << (ok ? "" : "; nothing was written") << "\n";
+    return ok;
+  }
+
   /// Columns [first, first + columns.rows()) of T, given as the rows of T^T.
   void add_columns(const Sparse<Scalar>& columns, Index first) {
     y += columns.transpose() * x.segment(first, columns.rows());
@@ -414,20 +443,11 @@ struct Plan {
   bool affine = false;
 };
 
-template <int Rank, class Scalar>
-int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>& weights,
-          const std::optional<Vector<Scalar>>& bias) {
-  const auto size = layer.template size<Scalar>();
-  const Index rows = size.rows, cols = size.cols;
+/// Refuses, before anything is built, a dense matrix over --max-bytes
+/// (suggesting .mtx) and a file larger than its file system's free space.
+template <class Scalar>
+void check_room(const Options& o, const Plan& plan, const convmat::MatrixSize& size) {
   const Dtype dtype = dtype_of<Scalar>();
-  Plan plan;
-  plan.affine = o.affine;
-  plan.rows = rows + (o.affine ? 1 : 0);
-  plan.cols = cols + (o.affine ? 1 : 0);
-  if (!o.output.empty())
-    plan.form = o.output.size() >= 4 && o.output.compare(o.output.size() - 4, 4, ".mtx") == 0 ? Plan::Form::sparse
-                                                                                              : Plan::Form::dense;
-
   if (plan.form == Plan::Form::dense) {
     const std::size_t limit = o.max_bytes.empty() ? convmat::max_dense_bytes() : parse_bytes(o.max_bytes);
     const std::uint64_t bytes = saturating_mul(
@@ -444,6 +464,36 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
   if (plan.form == Plan::Form::sparse)  // every entry takes 10 bytes or more: "r c v.vvvv\n"
     require_free_space(o.output, saturating_mul(static_cast<std::uint64_t>(size.nonzeros), 10), "more than ",
                        " (" + grouped(size.nonzeros) + " non-zeros)");
+}
+
+/// The most products one output sums, plus one for the bias.
+template <int Rank>
+Index terms_per_output(const Layer<Rank>& layer) {
+  const auto& t = layer.tconv;
+  const auto& c = layer.conv;
+  return (layer.transposed ? t.kernel_numel() * (t.in_channels / t.groups)
+                           : c.kernel_numel() * (c.in_channels / c.groups)) +
+         1;
+}
+
+/// Builds T (or [T b; 0 1]) block by block into the output file, checks it
+/// against the direct convolution if asked, and renames the files into
+/// place only when everything has succeeded. Returns the exit status.
+template <int Rank, class Scalar>
+int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>& weights,
+          const std::optional<Vector<Scalar>>& bias) {
+  const auto size = layer.template size<Scalar>();
+  const Index rows = size.rows, cols = size.cols;
+  const Dtype dtype = dtype_of<Scalar>();
+  Plan plan;
+  plan.affine = o.affine;
+  plan.rows = rows + (o.affine ? 1 : 0);
+  plan.cols = cols + (o.affine ? 1 : 0);
+  if (!o.output.empty())
+    plan.form = o.output.size() >= 4 && o.output.compare(o.output.size() - 4, 4, ".mtx") == 0 ? Plan::Form::sparse
+                                                                                              : Plan::Form::dense;
+
+  check_room<Scalar>(o, plan, size);
   convmat::set_max_dense_bytes(convmat::no_limit);  // the blocks are bounded below
 
   const auto started = std::chrono::steady_clock::now();
@@ -549,37 +599,9 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
     bias_file->write(b.data(), sizeof(Scalar) * static_cast<std::size_t>(b.size()));
   }
 
-  bool ok = true;
-  if (o.check) {
-    Vector<Scalar> reference = blocks.direct(check.x);
-    if (bias) {
-      reference += b;
-      check.y += b;
-      check.bound += b.cwiseAbs();
-    }
-    // Both sums carry rounding error at most n * eps * (|T| |x| + |b|) per
-    // output (n = terms per output); anything larger is a wrong entry.
-    const Index terms = (layer.transposed ? layer.tconv.kernel_numel() * (layer.tconv.in_channels / layer.tconv.groups)
-                                          : layer.conv.kernel_numel() * (layer.conv.in_channels / layer.conv.groups)) +
-                        1;
-    const double eps = std::numeric_limits<Scalar>::epsilon();
-    double largest = 0, ratio = 0, largest_value = 0;
-    for (Index i = 0; i < rows; ++i) {
-      const double difference = std::abs(static_cast<double>(check.y[i]) - static_cast<double>(reference[i]));
-      const double allowed = 2.0 * static_cast<double>(terms) * eps * static_cast<double>(check.bound[i]) +
-                             std::numeric_limits<Scalar>::min();
-      largest = std::max(largest, difference);
-      ratio = std::max(ratio, difference / allowed);
-      largest_value = std::max(largest_value, std::abs(static_cast<double>(reference[i])));
-    }
-    ok = ratio <= 1.0;
-    std::cout << "check: T x" << (bias ? " + b" : "") << " against the direct "
-              << (layer.transposed ? "transposed convolution" : "convolution") << " on a random x (seed " << o.seed
-              << "): largest difference " << std::setprecision(3) << largest << " over " << rows
-              << " outputs (largest |output| " << largest_value << "), " << (ok ? "within" : "BEYOND")
-              << " the rounding bound" << (ok ? "" : "; nothing was written") << "\n";
-  }
-  if (!ok) return 1;
+  if (o.check &&
+      !check.report(blocks.direct(check.x), bias ? &b : nullptr, terms_per_output(layer), o.seed, layer.transposed))
+    return 1;
 
   if (npy) npy->commit();
   if (mtx) mtx->finish();
