@@ -1,0 +1,401 @@
+// convmat — the matrix of a convolution layer.
+// SPDX-License-Identifier: MIT
+//
+// T without the matrix: ConvOperator holds a layer's geometry, its weights
+// and the taps of every output position (Geometry::taps_at, computed once;
+// up to 64 MiB, else found per product by detail::forward / detail::adjoint)
+// and multiplies with the direct convolution (T x) and its adjoint (T^T y,
+// T^H y), so a layer whose dense matrix would not fit in memory can still
+// be solved with. It follows Eigen's "matrix-free solvers" recipe, so
+// Eigen::ConjugateGradient, Eigen::BiCGSTAB and
+// Eigen::LeastSquaresConjugateGradient (from <Eigen/IterativeLinearSolvers>,
+// with Eigen::IdentityPreconditioner) take it, or one of its two
+// companions, directly:
+//
+//   - ConvOperator      T, with transpose() and adjoint()  (BiCGSTAB, LSCG)
+//   - NormalOperator    T^H T + lambda I, self-adjoint     (ConjugateGradient)
+//   - TikhonovOperator  [T; sqrt(lambda) I]                (LSCG with Tikhonov)
+//
+// A solver keeps a pointer to the operator it was given: keep the operator
+// alive while the solver is used.
+#pragma once
+
+#include <Eigen/Core>
+#include <Eigen/SparseCore>
+#include <cmath>
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "detail/arguments.hpp"
+#include "detail/geometry.hpp"
+#include "direct.hpp"
+#include "spec.hpp"
+
+namespace convmat {
+
+template <class Scalar, int Rank>
+class ConvOperator;
+template <class Scalar, int Rank>
+class NormalOperator;
+template <class Scalar, int Rank>
+class TikhonovOperator;
+
+namespace detail {
+
+/// What Eigen asks of a matrix-free operator — the typedefs, the flags and
+/// a checked `operator*` — written once for the three operators. Derived
+/// provides rows(), cols() and apply(x, y): y = A x for one contiguous
+/// vector.
+template <class Derived, class ScalarType>
+class MatrixFreeBase : public Eigen::EigenBase<Derived> {
+ public:
+  using Scalar = ScalarType;
+  using RealScalar = typename Eigen::NumTraits<Scalar>::Real;
+  using StorageIndex = int;
+  enum { ColsAtCompileTime = Eigen::Dynamic, MaxColsAtCompileTime = Eigen::Dynamic, IsRowMajor = false };
+
+  /// The product with a vector or a matrix (one column per sample), as an
+  /// Eigen expression: assign it to a vector or matrix to evaluate it. A
+  /// right-hand side whose row count is not cols() is a spec_error.
+  template <class Rhs>
+  Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct> operator*(const Eigen::MatrixBase<Rhs>& x) const {
+    const Derived& self = static_cast<const Derived&>(*this);
+    if (x.rows() != self.cols())
+      fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
+           "), but the operator is ", self.rows(), " x ", self.cols());
+    return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+  }
+};
+
+/// dst += alpha * A * rhs, column by column through A.apply().
+template <class Operator>
+struct MatrixFreeProduct {
+  template <class Dest, class Rhs, class Alpha>
+  static void scale_and_add(Dest& dst, const Operator& op, const Rhs& rhs, const Alpha& alpha) {
+    using Scalar = typename Operator::Scalar;
+    Vector<Scalar> x(op.cols()), y(op.rows());
+    for (Index j = 0; j < rhs.cols(); ++j) {
+      x = rhs.col(j);
+      op.apply(x.data(), y.data());
+      dst.col(j) += alpha * y;
+    }
+  }
+};
+
+/// The taps of every output position, as Geometry::taps_at gives them,
+/// computed once: position p's are taps[start[p] .. start[p + 1]). A
+/// product then spends its time on multiply-adds, not on finding taps
+/// (which, with a non-zero padding mode, sorts them).
+struct TapTable {
+  std::vector<Index> start;
+  std::vector<Tap> taps;
+
+  /// The table of `g`, or an empty one if it would take more than `max_bytes`.
+  template <int Rank>
+  static TapTable of(const Geometry<Rank>& g, std::size_t max_bytes) {
+    TapTable table;
+    const auto most = static_cast<std::size_t>(g.output_spatial) * static_cast<std::size_t>(g.kernel_numel);
+    if (most > max_bytes / sizeof(Tap)) return table;
+    table.start.reserve(static_cast<std::size_t>(g.output_spatial) + 1);
+    table.start.push_back(0);
+    std::vector<Tap> taps;
+    for (Index p = 0; p < g.output_spatial; ++p) {
+      g.taps_at(p, taps);
+      table.taps.insert(table.taps.end(), taps.begin(), taps.end());
+      table.start.push_back(static_cast<Index>(table.taps.size()));
+    }
+    return table;
+  }
+  bool empty() const { return start.empty(); }
+};
+
+/// The largest TapTable an operator keeps (beyond it, products find the
+/// taps as they go, with detail::forward and detail::adjoint).
+inline constexpr std::size_t max_tap_table_bytes = std::size_t{64} << 20;
+
+/// detail::forward over a TapTable: y = T x for one sample.
+template <int Rank, class Scalar>
+void forward(const Geometry<Rank>& g, const TapTable& table, const Scalar* w, const Scalar* x, Scalar* y) {
+  const Index cig = g.in_per_group(), kn = g.kernel_numel;
+  for (Index p = 0; p < g.output_spatial; ++p) {
+    const Tap* first = table.taps.data() + table.start[static_cast<std::size_t>(p)];
+    const Tap* last = table.taps.data() + table.start[static_cast<std::size_t>(p) + 1];
+    for (Index oc = 0; oc < g.out_channels; ++oc) {
+      const Scalar* x_group = x + g.group_first_input(oc) * g.input_spatial;
+      Scalar sum(0);
+      for (Index ic = 0; ic < cig; ++ic) {
+        const Scalar* w_row = w + (oc * cig + ic) * kn;
+        const Scalar* x_channel = x_group + ic * g.input_spatial;
+        for (const Tap* t = first; t != last; ++t) sum += w_row[t->tap] * x_channel[t->offset];
+      }
+      y[oc * g.output_spatial + p] = sum;
+    }
+  }
+}
+
+/// detail::adjoint over a TapTable: x = T^T y (T^H y when `conjugate`).
+template <int Rank, class Scalar>
+void adjoint(const Geometry<Rank>& g, const TapTable& table, const Scalar* w, const Scalar* y, Scalar* x,
+             bool conjugate) {
+  const Index cig = g.in_per_group(), kn = g.kernel_numel;
+  std::fill(x, x + g.input_numel(), Scalar(0));
+  for (Index p = 0; p < g.output_spatial; ++p) {
+    const Tap* first = table.taps.data() + table.start[static_cast<std::size_t>(p)];
+    const Tap* last = table.taps.data() + table.start[static_cast<std::size_t>(p) + 1];
+    for (Index oc = 0; oc < g.out_channels; ++oc) {
+      Scalar* x_group = x + g.group_first_input(oc) * g.input_spatial;
+      const Scalar y_value = y[oc * g.output_spatial + p];
+      for (Index ic = 0; ic < cig; ++ic) {
+        const Scalar* w_row = w + (oc * cig + ic) * kn;
+        Scalar* x_channel = x_group + ic * g.input_spatial;
+        for (const Tap* t = first; t != last; ++t)
+          x_channel[t->offset] += (conjugate ? Eigen::numext::conj(w_row[t->tap]) : w_row[t->tap]) * y_value;
+      }
+    }
+  }
+}
+
+/// A layer's geometry, its tap table and its weights, shared by an
+/// operator and its transposes. For complex scalars the conjugated weights
+/// are kept too.
+template <class Scalar, int Rank>
+struct OperatorState {
+  Geometry<Rank> geometry;
+  TapTable table;
+  Vector<Scalar> weight;
+  Vector<Scalar> conjugate_weight;  // empty for real scalars
+};
+
+}  // namespace detail
+
+/// The matrix T of a layer, matrix-free: `op * x` is the layer (the direct
+/// convolution of detail::forward), `op.transpose() * y` is T^T y and
+/// `op.adjoint() * y` is T^H y (detail::adjoint; the same for real
+/// scalars). rows() = output_numel, cols() = input_numel. Copies are cheap
+/// and share the weights. Made by make_operator(spec, weight).
+template <class ScalarType, int Rank>
+class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank>, ScalarType> {
+ public:
+  using Scalar = ScalarType;
+  using RealScalar = typename Eigen::NumTraits<Scalar>::Real;
+
+  /// An operator for the convolution `geometry` with `weight` laid out
+  /// (out_channels, in_channels / groups, kernel...): T if `transposed` is
+  /// false, T^T (T^H if also `conjugated`) if true. Prefer make_operator.
+  ConvOperator(const detail::Geometry<Rank>& geometry, detail::Vector<Scalar> weight, bool transposed)
+      : transposed_(transposed) {
+    auto state = std::make_shared<detail::OperatorState<Scalar, Rank>>();
+    state->geometry = geometry;
+    state->table = detail::TapTable::of(geometry, detail::max_tap_table_bytes);
+    state->weight = std::move(weight);
+    if constexpr (Eigen::NumTraits<Scalar>::IsComplex) state->conjugate_weight = state->weight.conjugate();
+    state_ = std::move(state);
+  }
+
+  /// Rows of the matrix: the size of the vector `op * x` returns.
+  Index rows() const { return transposed_ ? state_->geometry.input_numel() : state_->geometry.output_numel(); }
+  /// Columns of the matrix: the size of the vector `op * x` takes.
+  Index cols() const { return transposed_ ? state_->geometry.output_numel() : state_->geometry.input_numel(); }
+
+  /// T^T as an operator (the transposed layer; no matrix is built).
+  ConvOperator transpose() const { return ConvOperator(state_, !transposed_, conjugated_); }
+  /// T^H as an operator: the transpose with conjugated weights.
+  ConvOperator adjoint() const {
+    return ConvOperator(state_, !transposed_, Eigen::NumTraits<Scalar>::IsComplex && !conjugated_);
+  }
+
+  /// y = op x for one sample: x has cols() contiguous entries, y rows();
+  /// y is overwritten and must not overlap x. The building block of
+  /// `operator*`, for callers that manage their own buffers.
+  void apply(const Scalar* x, Scalar* y) const {
+    const auto& g = state_->geometry;
+    const auto& table = state_->table;
+    const Scalar* w = state_->weight.data();
+    if (!transposed_) {
+      if (conjugated_) w = state_->conjugate_weight.data();
+      table.empty() ? detail::forward(g, w, x, y) : detail::forward(g, table, w, x, y);
+    } else {
+      table.empty() ? detail::adjoint(g, w, x, y, conjugated_) : detail::adjoint(g, table, w, x, y, conjugated_);
+    }
+  }
+
+ private:
+  ConvOperator(std::shared_ptr<const detail::OperatorState<Scalar, Rank>> state, bool transposed, bool conjugated)
+      : state_(std::move(state)), transposed_(transposed), conjugated_(conjugated) {}
+
+  std::shared_ptr<const detail::OperatorState<Scalar, Rank>> state_;
+  bool transposed_ = false;   // apply the geometry's adjoint instead of the convolution
+  bool conjugated_ = false;   // with conjugated weights
+};
+
+/// The layer `spec` with `weight` (flattened (out_channels, in_channels /
+/// groups, kernel...)) as a matrix-free operator: `op * x == conv_matrix(spec,
+/// weight) * x` without the matrix. The weights are copied into the operator.
+template <int Rank, class Derived>
+ConvOperator<typename Derived::Scalar, Rank> make_operator(const ConvSpec<Rank>& spec,
+                                                           const Eigen::MatrixBase<Derived>& weight) {
+  const auto g = detail::geometry(spec);
+  const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
+  return ConvOperator<typename Derived::Scalar, Rank>(g, w, false);
+}
+
+/// The transposed layer `spec` with `weight` (flattened (in_channels,
+/// out_channels / groups, kernel...)) as a matrix-free operator:
+/// `op * x == conv_transpose_matrix(spec, weight) * x`.
+template <int Rank, class Derived>
+ConvOperator<typename Derived::Scalar, Rank> make_operator(const ConvTransposeSpec<Rank>& spec,
+                                                           const Eigen::MatrixBase<Derived>& weight) {
+  const auto g = detail::geometry(spec);  // the convolution this layer is the adjoint of
+  const auto w = detail::weight_view(weight, g.weight_numel(), "(in_channels, out_channels / groups, kernel...)");
+  return ConvOperator<typename Derived::Scalar, Rank>(g, w, true);
+}
+
+/// The normal operator T^H T + lambda I of a ConvOperator T (cols() x
+/// cols()): self-adjoint and positive semi-definite, positive definite for
+/// lambda > 0 — what Eigen::ConjugateGradient<NormalOperator, Eigen::Lower |
+/// Eigen::Upper, Eigen::IdentityPreconditioner> needs. Solving it with the
+/// right-hand side T^H b gives the Tikhonov-regularised least-squares
+/// solution argmin |T x - b|^2 + lambda |x|^2.
+template <class ScalarType, int Rank>
+class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, Rank>, ScalarType> {
+ public:
+  using Scalar = ScalarType;
+  using RealScalar = typename Eigen::NumTraits<Scalar>::Real;
+
+  NormalOperator(ConvOperator<Scalar, Rank> op, RealScalar lambda) : op_(std::move(op)), lambda_(lambda) {
+    if (!(lambda >= RealScalar(0)))
+      detail::fail("normal_operator: lambda must be non-negative, not ", lambda);
+  }
+
+  Index rows() const { return op_.cols(); }
+  Index cols() const { return op_.cols(); }
+  /// The operator is self-adjoint: its adjoint is itself.
+  const NormalOperator& adjoint() const { return *this; }
+  /// The regularisation weight lambda.
+  RealScalar lambda() const { return lambda_; }
+  /// The ConvOperator T it is the normal operator of.
+  const ConvOperator<Scalar, Rank>& conv() const { return op_; }
+
+  /// y = (T^H T + lambda I) x for one contiguous vector (no overlap).
+  void apply(const Scalar* x, Scalar* y) const {
+    detail::Vector<Scalar> t(op_.rows());
+    op_.apply(x, t.data());
+    op_.adjoint().apply(t.data(), y);
+    if (lambda_ != RealScalar(0))
+      Eigen::Map<detail::Vector<Scalar>>(y, cols()) += lambda_ * Eigen::Map<const detail::Vector<Scalar>>(x, cols());
+  }
+
+ private:
+  ConvOperator<Scalar, Rank> op_;
+  RealScalar lambda_;
+};
+
+/// T^H T + lambda I for Eigen::ConjugateGradient (see NormalOperator).
+template <class Scalar, int Rank>
+NormalOperator<Scalar, Rank> normal_operator(const ConvOperator<Scalar, Rank>& op,
+                                             typename Eigen::NumTraits<Scalar>::Real lambda = 0) {
+  return NormalOperator<Scalar, Rank>(op, lambda);
+}
+
+/// The stacked operator A = [T; sqrt(lambda) I] ((rows + cols) x cols) of a
+/// ConvOperator T, or its transpose / adjoint [T^T, sqrt(lambda) I]: least
+/// squares on it, |A x - [b; 0]|^2 = |T x - b|^2 + lambda |x|^2, is
+/// Tikhonov regularisation, so Eigen::LeastSquaresConjugateGradient<
+/// TikhonovOperator, Eigen::IdentityPreconditioner> solves the regularised
+/// problem from the right-hand side rhs(b) = [b; 0].
+template <class ScalarType, int Rank>
+class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarType, Rank>, ScalarType> {
+ public:
+  using Scalar = ScalarType;
+  using RealScalar = typename Eigen::NumTraits<Scalar>::Real;
+
+  TikhonovOperator(ConvOperator<Scalar, Rank> op, RealScalar lambda)
+      : TikhonovOperator(std::move(op), RealScalar(0), true) {
+    if (!(lambda >= RealScalar(0)))
+      detail::fail("tikhonov_operator: lambda must be non-negative, not ", lambda);
+    scale_ = std::sqrt(lambda);
+  }
+
+  Index rows() const { return stacked_ ? op_.rows() + op_.cols() : op_.rows(); }
+  Index cols() const { return stacked_ ? op_.cols() : op_.rows() + op_.cols(); }
+
+  /// [T^T, sqrt(lambda) I] (or back).
+  TikhonovOperator transpose() const { return TikhonovOperator(op_.transpose(), scale_, !stacked_); }
+  /// [T^H, sqrt(lambda) I] (or back).
+  TikhonovOperator adjoint() const { return TikhonovOperator(op_.adjoint(), scale_, !stacked_); }
+
+  /// The right-hand side [b; 0] of the stacked problem, for b of T's rows.
+  template <class Derived>
+  detail::Vector<Scalar> rhs(const Eigen::MatrixBase<Derived>& b) const {
+    if (!stacked_) detail::fail("TikhonovOperator::rhs: call it on the stacked operator [T; sqrt(lambda) I]");
+    if (b.size() != op_.rows() || (b.rows() != 1 && b.cols() != 1))
+      detail::fail("TikhonovOperator::rhs: b has ", b.rows(), " x ", b.cols(), " entries, but T has ",
+                   op_.rows(), " rows");
+    detail::Vector<Scalar> stacked = detail::Vector<Scalar>::Zero(rows());
+    stacked.head(op_.rows()) = b.reshaped();
+    return stacked;
+  }
+
+  /// y = A x for one contiguous vector (no overlap).
+  void apply(const Scalar* x, Scalar* y) const {
+    using Map = Eigen::Map<detail::Vector<Scalar>>;
+    using ConstMap = Eigen::Map<const detail::Vector<Scalar>>;
+    op_.apply(x, y);
+    if (stacked_)  // [T x; s x]
+      Map(y + op_.rows(), op_.cols()) = scale_ * ConstMap(x, op_.cols());
+    else  // T' x_top + s x_bottom
+      Map(y, op_.rows()) += scale_ * ConstMap(x + op_.cols(), op_.rows());
+  }
+
+ private:
+  TikhonovOperator(ConvOperator<Scalar, Rank> op, RealScalar scale, bool stacked)
+      : op_(std::move(op)), scale_(scale), stacked_(stacked) {}
+
+  ConvOperator<Scalar, Rank> op_;  // T when stacked, else T^T or T^H
+  RealScalar scale_;               // sqrt(lambda)
+  bool stacked_;
+};
+
+/// [T; sqrt(lambda) I] for Eigen::LeastSquaresConjugateGradient (see TikhonovOperator).
+template <class Scalar, int Rank>
+TikhonovOperator<Scalar, Rank> tikhonov_operator(const ConvOperator<Scalar, Rank>& op,
+                                                 typename Eigen::NumTraits<Scalar>::Real lambda) {
+  return TikhonovOperator<Scalar, Rank>(op, lambda);
+}
+
+}  // namespace convmat
+
+// Eigen's side of the recipe: the operators are "sparse" for Eigen's
+// expression machinery, and their product with a dense vector or matrix is
+// evaluated through apply().
+namespace Eigen::internal {
+
+template <class Scalar, int Rank>
+struct traits<convmat::ConvOperator<Scalar, Rank>> : traits<Eigen::SparseMatrix<Scalar>> {};
+template <class Scalar, int Rank>
+struct traits<convmat::NormalOperator<Scalar, Rank>> : traits<Eigen::SparseMatrix<Scalar>> {};
+template <class Scalar, int Rank>
+struct traits<convmat::TikhonovOperator<Scalar, Rank>> : traits<Eigen::SparseMatrix<Scalar>> {};
+
+#define CONVMAT_MATRIX_FREE_PRODUCT(Operator)                                                              \
+  template <class Scalar, int Rank, class Rhs, int ProductType>                                            \
+  struct generic_product_impl<Operator<Scalar, Rank>, Rhs, SparseShape, DenseShape, ProductType>           \
+      : generic_product_impl_base<Operator<Scalar, Rank>, Rhs,                                             \
+                                  generic_product_impl<Operator<Scalar, Rank>, Rhs, SparseShape,           \
+                                                       DenseShape, ProductType>> {                         \
+    template <class Dest>                                                                                  \
+    static void scaleAndAddTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs,                \
+                              const typename Product<Operator<Scalar, Rank>, Rhs>::Scalar& alpha) {        \
+      convmat::detail::MatrixFreeProduct<Operator<Scalar, Rank>>::scale_and_add(dst, lhs, rhs, alpha);     \
+    }                                                                                                      \
+  };
+
+CONVMAT_MATRIX_FREE_PRODUCT(convmat::ConvOperator)
+CONVMAT_MATRIX_FREE_PRODUCT(convmat::NormalOperator)
+CONVMAT_MATRIX_FREE_PRODUCT(convmat::TikhonovOperator)
+#undef CONVMAT_MATRIX_FREE_PRODUCT
+
+}  // namespace Eigen::internal
