@@ -50,7 +50,12 @@ inline void install_signal_cleanup() {
   static bool installed = false;
   if (installed) return;
   installed = true;
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::signal(s, remove_pending_and_exit);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+    struct sigaction current {};
+    // A signal the caller ignores (nohup, a background job's SIGINT) stays ignored.
+    if (::sigaction(s, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) continue;
+    ::signal(s, remove_pending_and_exit);
+  }
 }
 
 inline std::string parent_directory(const std::string& path) {

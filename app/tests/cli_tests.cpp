@@ -4,6 +4,7 @@
 // message, a non-zero exit, and no output file (nor temporary) left behind.
 #include <convmat/convmat.hpp>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -395,4 +396,30 @@ TEST_CASE("convmat command: every bad input names the problem, exits non-zero, w
     CHECK(result.output.find("cannot open '" + dir / "w.npy" + "': Permission denied") != std::string::npos);
     fs::permissions(dir / "w.npy", fs::perms::owner_all);
   }
+}
+
+TEST_CASE("convmat command: killed while writing, it leaves no file behind", "[cli]") {
+  TempDir dir;
+  // Conv2d(16, 16, 3, padding=1) on 128 x 128: 37 million non-zeros, seconds of writing.
+  write_file(dir / "w.npy", npy_bytes("<f4", "(16, 16, 3, 3)", raw(std::vector<float>(16 * 16 * 9, 0.25f))));
+  const std::string weights = dir / "w.npy", output = dir / "T.mtx";
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::execl(CONVMAT_CLI, "convmat", weights.c_str(), "--input-size", "128,128", "--padding", "1", "-q", "-o",
+            output.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  bool writing = false;  // until its temporary ".T.mtx.convmat-XXXXXX" exists
+  for (int i = 0; i < 20000 && !writing; ++i) {
+    for (const auto& name : dir.files()) writing = writing || name.rfind(".T.mtx.convmat-", 0) == 0;
+    if (!writing) ::usleep(500);
+  }
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(writing);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGTERM);
+  CHECK(dir.files() == std::vector<std::string>{"w.npy"});
 }
