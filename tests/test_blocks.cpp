@@ -90,3 +90,33 @@ TEST_CASE("convolve_unfold over many column blocks equals the direct convolution
   check(RankTag<2>{});
   check(RankTag<3>{});
 }
+
+TEST_CASE("for_each_row_taps visits every row once with its taps", "[dense][sparse][geometry][property]") {
+  auto rng = generator("row taps");
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 300; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      const auto g = convmat::detail::geometry(spec);
+      const Index rows = g.output_numel(), begin = uniform(rng, 0, rows), end = uniform(rng, begin, rows);
+      const Index block = uniform(rng, 1, 5);
+      INFO("case " << i << ": " << describe(spec) << ", rows [" << begin << ", " << end << "), block " << block);
+      std::vector<int> visits(static_cast<std::size_t>(rows), 0);
+      std::vector<convmat::detail::Tap> expected;
+      bool same_taps = true;
+      convmat::detail::for_each_row_taps(
+          g, begin, end,
+          [&](Index r, const convmat::detail::Tap* taps_begin, const convmat::detail::Tap* taps_end) {
+            ++visits[static_cast<std::size_t>(r)];
+            g.taps_at(r % g.output_spatial, expected);
+            same_taps = same_taps && taps_end - taps_begin == static_cast<std::ptrdiff_t>(expected.size()) &&
+                        std::equal(expected.begin(), expected.end(), taps_begin, [](const auto& a, const auto& b) {
+                          return a.offset == b.offset && a.tap == b.tap;
+                        });
+          },
+          block);
+      REQUIRE(same_taps);
+      for (Index r = 0; r < rows; ++r) REQUIRE(visits[static_cast<std::size_t>(r)] == (begin <= r && r < end ? 1 : 0));
+    }
+  });
+}

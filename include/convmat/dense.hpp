@@ -32,21 +32,19 @@ template <int Rank, class Scalar>
 void fill_dense(const Geometry<Rank>& g, const Scalar* w, Index row_begin, Index row_end, Scalar* out,
                 Index row_stride, Index col_stride, bool zero_rows) {
   const Index cig = g.in_per_group(), kn = g.kernel_numel, cols = g.input_numel();
-  parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    const auto lists = TapLists<Rank>::for_rows(g, begin, end);
-    for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
-      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
-      Scalar* row = out + (r - row_begin) * row_stride;
-      if (zero_rows) std::fill(row, row + cols, Scalar(0));
-      Scalar* group = row + g.group_first_input(oc) * g.input_spatial * col_stride;
-      for (Index ic = 0; ic < cig; ++ic) {
-        const Scalar* w_row = w + (oc * cig + ic) * kn;
-        Scalar* channel = group + ic * g.input_spatial * col_stride;
-        for (const Tap* t = taps_begin; t != taps_end; ++t) channel[t->offset * col_stride] += w_row[t->tap];
-      }
-    }
-  });
+  const Index spatial = g.output_spatial, channel_stride = g.input_spatial * col_stride;
+  // The row's work captures plain values: it is the hot loop, kept in registers.
+  const auto fill_row = [=, &g](Index r, const Tap* taps_begin, const Tap* taps_end) {
+    const Index oc = r / spatial;
+    Scalar* row = out + (r - row_begin) * row_stride;
+    if (zero_rows) std::fill(row, row + cols, Scalar(0));
+    Scalar* channel = row + g.group_first_input(oc) * channel_stride;
+    const Scalar* w_row = w + oc * cig * kn;
+    for (Index ic = 0; ic < cig; ++ic, channel += channel_stride, w_row += kn)
+      for (const Tap* t = taps_begin; t != taps_end; ++t) channel[t->offset * col_stride] += w_row[t->tap];
+  };
+  parallel_chunks(row_begin, row_end, 64,
+                  [&](Index begin, Index end) { for_each_row_taps(g, begin, end, fill_row); });
 }
 
 inline void check_row_range(Index row_begin, Index row_end, Index rows) {

@@ -47,39 +47,43 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
 
   SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
   StorageIndex* outer = t.outerIndexPtr();
-  const auto lists = TapLists<Rank>::for_rows(g, row_begin, row_end);  // shared by the threads below
+  // Each row's length (at most input_numel, which fits), then their running sum.
+  parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
+    for_each_row_taps(g, begin, end, [&](Index r, const Tap* taps_begin, const Tap* taps_end) {
+      outer[r - row_begin + 1] = static_cast<StorageIndex>(cig * distinct_offsets(taps_begin, taps_end));
+    });
+  });
   Index nonzeros = 0;
   outer[0] = 0;
-  for (Index r = row_begin; r < row_end; ++r) {
-    nonzeros += cig * lists.distinct(r % g.output_spatial);
+  for (Index i = 1; i <= row_end - row_begin; ++i) {
+    nonzeros += outer[i];
     check_storage_index<StorageIndex>(nonzeros, "the non-zero count");
-    outer[r - row_begin + 1] = static_cast<StorageIndex>(nonzeros);
+    outer[i] = static_cast<StorageIndex>(nonzeros);
   }
   t.resizeNonZeros(nonzeros);
   StorageIndex* inner = t.innerIndexPtr();
   Scalar* values = t.valuePtr();
 
-  parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
-      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
-      Index at = outer[r - row_begin];
-      const Index first_column = g.group_first_input(oc) * g.input_spatial;
-      for (Index ic = 0; ic < cig; ++ic) {
-        const Scalar* w_row = w + (oc * cig + ic) * kn;
-        const Index column = first_column + ic * g.input_spatial;
-        for (const Tap* t = taps_begin; t != taps_end;) {  // one entry per distinct offset
-          Scalar sum = w_row[t->tap];
-          const Index offset = t->offset;
-          for (++t; t != taps_end && t->offset == offset; ++t) sum += w_row[t->tap];
-          inner[at] = static_cast<StorageIndex>(column + offset);
-          values[at] = sum;
-          ++at;
-        }
+  // The row's work captures plain values: it is the hot loop, kept in registers.
+  const Index spatial = g.output_spatial, input_spatial = g.input_spatial;
+  const auto fill_row = [=, &g](Index r, const Tap* taps_begin, const Tap* taps_end) {
+    const Index oc = r / spatial;
+    Index at = outer[r - row_begin];
+    Index column = g.group_first_input(oc) * input_spatial;
+    const Scalar* w_row = w + oc * cig * kn;
+    for (Index ic = 0; ic < cig; ++ic, column += input_spatial, w_row += kn)
+      for (const Tap* tap = taps_begin; tap != taps_end;) {  // one entry per distinct offset
+        Scalar sum = w_row[tap->tap];
+        const Index offset = tap->offset;
+        for (++tap; tap != taps_end && tap->offset == offset; ++tap) sum += w_row[tap->tap];
+        inner[at] = static_cast<StorageIndex>(column + offset);
+        values[at] = sum;
+        ++at;
       }
-      CONVMAT_ASSERT(at == outer[r - row_begin + 1], "sparse row filled to its predicted length");
-    }
-  });
+    CONVMAT_ASSERT(at == outer[r - row_begin + 1], "sparse row filled to its predicted length");
+  };
+  parallel_chunks(row_begin, row_end, 64,
+                  [&](Index begin, Index end) { for_each_row_taps(g, begin, end, fill_row); });
   return t;
 }
 

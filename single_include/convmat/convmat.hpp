@@ -788,49 +788,67 @@ struct Geometry {
   }
 };
 
-/// The taps of consecutive output positions, each list computed once by
-/// Geometry::taps_at: for the builders, which visit every position once
-/// per output channel. Rows [row_begin, row_end) of a layer's matrix need
-/// the positions `for_rows` picks.
+/// The taps of consecutive output positions [first, first + count), each
+/// list computed once by Geometry::taps_at.
 template <int Rank>
 class TapLists {
  public:
-  /// The taps of flat output positions [first, first + count).
-  TapLists(const Geometry<Rank>& g, Index first, Index count)
-      : first_(first), start_(static_cast<std::size_t>(count) + 1) {
-    std::vector<Tap> taps;
+  TapLists() = default;
+
+  /// Recomputes the lists for positions [first, first + count).
+  void assign(const Geometry<Rank>& g, Index first, Index count) {
+    first_ = first;
+    start_.assign(static_cast<std::size_t>(count) + 1, 0);
+    taps_.clear();
     for (Index p = 0; p < count; ++p) {
-      g.taps_at(first + p, taps);
-      taps_.insert(taps_.end(), taps.begin(), taps.end());
+      g.taps_at(first + p, scratch_);
+      taps_.insert(taps_.end(), scratch_.begin(), scratch_.end());
       start_[static_cast<std::size_t>(p) + 1] = taps_.size();
     }
-  }
-
-  /// The positions that rows [row_begin, row_end) of the matrix read:
-  /// all of them once the rows span an output channel, else their range.
-  static TapLists for_rows(const Geometry<Rank>& g, Index row_begin, Index row_end) {
-    if (row_end <= row_begin) return TapLists(g, 0, 0);
-    const Index p_begin = row_begin % g.output_spatial, p_last = (row_end - 1) % g.output_spatial;
-    if (row_end - row_begin >= g.output_spatial || p_last < p_begin) return TapLists(g, 0, g.output_spatial);
-    return TapLists(g, p_begin, p_last - p_begin + 1);
   }
 
   /// The taps of output position p (within the lists' range), as taps_at.
   const Tap* begin(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_)]; }
   const Tap* end(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_) + 1]; }
-  /// How many distinct input offsets position p reads (distinct_taps_at(p)):
-  /// its taps are sorted by offset, so each new offset starts a run.
-  Index distinct(Index p) const {
-    Index count = 0;
-    for (const Tap *t = begin(p), *e = end(p); t != e; ++t) count += t == begin(p) || t->offset != t[-1].offset;
-    return count;
-  }
 
  private:
-  Index first_;
+  Index first_ = 0;
   std::vector<std::size_t> start_;
-  std::vector<Tap> taps_;
+  std::vector<Tap> taps_, scratch_;
 };
+
+/// Calls f(r, taps_begin, taps_end) once for every row r in [row_begin,
+/// row_end) of the layer's matrix (r = out_channel * output_spatial + p)
+/// with the taps of its position p, as Geometry::taps_at gives them. The
+/// rows are visited a block of `block` positions at a time, for every
+/// output channel in the range, so each position's taps are computed once
+/// per block (not once per row) in memory that stays small.
+template <int Rank, class F>
+void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 256) {
+  if (row_end <= row_begin) return;
+  const Index spatial = g.output_spatial;
+  const Index oc_first = row_begin / spatial, oc_last = (row_end - 1) / spatial;
+  // Positions [p_begin, p_end) that the rows read: all, once they span two channels.
+  const Index p_begin = oc_first == oc_last ? row_begin % spatial : 0;
+  const Index p_end = oc_first == oc_last ? (row_end - 1) % spatial + 1 : spatial;
+  TapLists<Rank> lists;
+  for (Index p0 = p_begin; p0 < p_end; p0 += block) {
+    const Index p1 = std::min(p0 + block, p_end);
+    lists.assign(g, p0, p1 - p0);
+    for (Index oc = oc_first; oc <= oc_last; ++oc) {
+      const Index first = std::max(row_begin, oc * spatial + p0), last = std::min(row_end, oc * spatial + p1);
+      for (Index r = first; r < last; ++r) f(r, lists.begin(r - oc * spatial), lists.end(r - oc * spatial));
+    }
+  }
+}
+
+/// How many distinct input offsets a list of taps sorted by offset reads
+/// (distinct_taps_at): each new offset starts a run.
+inline Index distinct_offsets(const Tap* begin, const Tap* end) {
+  Index count = 0;
+  for (const Tap* t = begin; t != end; ++t) count += t == begin || t->offset != t[-1].offset;
+  return count;
+}
 
 /// The AxisMaps hold two Index per output coordinate and tap of each axis.
 /// Beyond 64 MiB they are held to max_dense_bytes(), so a huge layer is a
@@ -953,21 +971,19 @@ template <int Rank, class Scalar>
 void fill_dense(const Geometry<Rank>& g, const Scalar* w, Index row_begin, Index row_end, Scalar* out,
                 Index row_stride, Index col_stride, bool zero_rows) {
   const Index cig = g.in_per_group(), kn = g.kernel_numel, cols = g.input_numel();
-  parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    const auto lists = TapLists<Rank>::for_rows(g, begin, end);
-    for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
-      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
-      Scalar* row = out + (r - row_begin) * row_stride;
-      if (zero_rows) std::fill(row, row + cols, Scalar(0));
-      Scalar* group = row + g.group_first_input(oc) * g.input_spatial * col_stride;
-      for (Index ic = 0; ic < cig; ++ic) {
-        const Scalar* w_row = w + (oc * cig + ic) * kn;
-        Scalar* channel = group + ic * g.input_spatial * col_stride;
-        for (const Tap* t = taps_begin; t != taps_end; ++t) channel[t->offset * col_stride] += w_row[t->tap];
-      }
-    }
-  });
+  const Index spatial = g.output_spatial, channel_stride = g.input_spatial * col_stride;
+  // The row's work captures plain values: it is the hot loop, kept in registers.
+  const auto fill_row = [=, &g](Index r, const Tap* taps_begin, const Tap* taps_end) {
+    const Index oc = r / spatial;
+    Scalar* row = out + (r - row_begin) * row_stride;
+    if (zero_rows) std::fill(row, row + cols, Scalar(0));
+    Scalar* channel = row + g.group_first_input(oc) * channel_stride;
+    const Scalar* w_row = w + oc * cig * kn;
+    for (Index ic = 0; ic < cig; ++ic, channel += channel_stride, w_row += kn)
+      for (const Tap* t = taps_begin; t != taps_end; ++t) channel[t->offset * col_stride] += w_row[t->tap];
+  };
+  parallel_chunks(row_begin, row_end, 64,
+                  [&](Index begin, Index end) { for_each_row_taps(g, begin, end, fill_row); });
 }
 
 inline void check_row_range(Index row_begin, Index row_end, Index rows) {
@@ -1254,39 +1270,43 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
 
   SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
   StorageIndex* outer = t.outerIndexPtr();
-  const auto lists = TapLists<Rank>::for_rows(g, row_begin, row_end);  // shared by the threads below
+  // Each row's length (at most input_numel, which fits), then their running sum.
+  parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
+    for_each_row_taps(g, begin, end, [&](Index r, const Tap* taps_begin, const Tap* taps_end) {
+      outer[r - row_begin + 1] = static_cast<StorageIndex>(cig * distinct_offsets(taps_begin, taps_end));
+    });
+  });
   Index nonzeros = 0;
   outer[0] = 0;
-  for (Index r = row_begin; r < row_end; ++r) {
-    nonzeros += cig * lists.distinct(r % g.output_spatial);
+  for (Index i = 1; i <= row_end - row_begin; ++i) {
+    nonzeros += outer[i];
     check_storage_index<StorageIndex>(nonzeros, "the non-zero count");
-    outer[r - row_begin + 1] = static_cast<StorageIndex>(nonzeros);
+    outer[i] = static_cast<StorageIndex>(nonzeros);
   }
   t.resizeNonZeros(nonzeros);
   StorageIndex* inner = t.innerIndexPtr();
   Scalar* values = t.valuePtr();
 
-  parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
-    for (Index r = begin; r < end; ++r) {
-      const Index oc = r / g.output_spatial, p = r % g.output_spatial;
-      const Tap *taps_begin = lists.begin(p), *taps_end = lists.end(p);
-      Index at = outer[r - row_begin];
-      const Index first_column = g.group_first_input(oc) * g.input_spatial;
-      for (Index ic = 0; ic < cig; ++ic) {
-        const Scalar* w_row = w + (oc * cig + ic) * kn;
-        const Index column = first_column + ic * g.input_spatial;
-        for (const Tap* t = taps_begin; t != taps_end;) {  // one entry per distinct offset
-          Scalar sum = w_row[t->tap];
-          const Index offset = t->offset;
-          for (++t; t != taps_end && t->offset == offset; ++t) sum += w_row[t->tap];
-          inner[at] = static_cast<StorageIndex>(column + offset);
-          values[at] = sum;
-          ++at;
-        }
+  // The row's work captures plain values: it is the hot loop, kept in registers.
+  const Index spatial = g.output_spatial, input_spatial = g.input_spatial;
+  const auto fill_row = [=, &g](Index r, const Tap* taps_begin, const Tap* taps_end) {
+    const Index oc = r / spatial;
+    Index at = outer[r - row_begin];
+    Index column = g.group_first_input(oc) * input_spatial;
+    const Scalar* w_row = w + oc * cig * kn;
+    for (Index ic = 0; ic < cig; ++ic, column += input_spatial, w_row += kn)
+      for (const Tap* tap = taps_begin; tap != taps_end;) {  // one entry per distinct offset
+        Scalar sum = w_row[tap->tap];
+        const Index offset = tap->offset;
+        for (++tap; tap != taps_end && tap->offset == offset; ++tap) sum += w_row[tap->tap];
+        inner[at] = static_cast<StorageIndex>(column + offset);
+        values[at] = sum;
+        ++at;
       }
-      CONVMAT_ASSERT(at == outer[r - row_begin + 1], "sparse row filled to its predicted length");
-    }
-  });
+    CONVMAT_ASSERT(at == outer[r - row_begin + 1], "sparse row filled to its predicted length");
+  };
+  parallel_chunks(row_begin, row_end, 64,
+                  [&](Index begin, Index end) { for_each_row_taps(g, begin, end, fill_row); });
   return t;
 }
 

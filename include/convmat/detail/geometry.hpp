@@ -194,49 +194,67 @@ struct Geometry {
   }
 };
 
-/// The taps of consecutive output positions, each list computed once by
-/// Geometry::taps_at: for the builders, which visit every position once
-/// per output channel. Rows [row_begin, row_end) of a layer's matrix need
-/// the positions `for_rows` picks.
+/// The taps of consecutive output positions [first, first + count), each
+/// list computed once by Geometry::taps_at.
 template <int Rank>
 class TapLists {
  public:
-  /// The taps of flat output positions [first, first + count).
-  TapLists(const Geometry<Rank>& g, Index first, Index count)
-      : first_(first), start_(static_cast<std::size_t>(count) + 1) {
-    std::vector<Tap> taps;
+  TapLists() = default;
+
+  /// Recomputes the lists for positions [first, first + count).
+  void assign(const Geometry<Rank>& g, Index first, Index count) {
+    first_ = first;
+    start_.assign(static_cast<std::size_t>(count) + 1, 0);
+    taps_.clear();
     for (Index p = 0; p < count; ++p) {
-      g.taps_at(first + p, taps);
-      taps_.insert(taps_.end(), taps.begin(), taps.end());
+      g.taps_at(first + p, scratch_);
+      taps_.insert(taps_.end(), scratch_.begin(), scratch_.end());
       start_[static_cast<std::size_t>(p) + 1] = taps_.size();
     }
-  }
-
-  /// The positions that rows [row_begin, row_end) of the matrix read:
-  /// all of them once the rows span an output channel, else their range.
-  static TapLists for_rows(const Geometry<Rank>& g, Index row_begin, Index row_end) {
-    if (row_end <= row_begin) return TapLists(g, 0, 0);
-    const Index p_begin = row_begin % g.output_spatial, p_last = (row_end - 1) % g.output_spatial;
-    if (row_end - row_begin >= g.output_spatial || p_last < p_begin) return TapLists(g, 0, g.output_spatial);
-    return TapLists(g, p_begin, p_last - p_begin + 1);
   }
 
   /// The taps of output position p (within the lists' range), as taps_at.
   const Tap* begin(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_)]; }
   const Tap* end(Index p) const { return taps_.data() + start_[static_cast<std::size_t>(p - first_) + 1]; }
-  /// How many distinct input offsets position p reads (distinct_taps_at(p)):
-  /// its taps are sorted by offset, so each new offset starts a run.
-  Index distinct(Index p) const {
-    Index count = 0;
-    for (const Tap *t = begin(p), *e = end(p); t != e; ++t) count += t == begin(p) || t->offset != t[-1].offset;
-    return count;
-  }
 
  private:
-  Index first_;
+  Index first_ = 0;
   std::vector<std::size_t> start_;
-  std::vector<Tap> taps_;
+  std::vector<Tap> taps_, scratch_;
 };
+
+/// Calls f(r, taps_begin, taps_end) once for every row r in [row_begin,
+/// row_end) of the layer's matrix (r = out_channel * output_spatial + p)
+/// with the taps of its position p, as Geometry::taps_at gives them. The
+/// rows are visited a block of `block` positions at a time, for every
+/// output channel in the range, so each position's taps are computed once
+/// per block (not once per row) in memory that stays small.
+template <int Rank, class F>
+void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 256) {
+  if (row_end <= row_begin) return;
+  const Index spatial = g.output_spatial;
+  const Index oc_first = row_begin / spatial, oc_last = (row_end - 1) / spatial;
+  // Positions [p_begin, p_end) that the rows read: all, once they span two channels.
+  const Index p_begin = oc_first == oc_last ? row_begin % spatial : 0;
+  const Index p_end = oc_first == oc_last ? (row_end - 1) % spatial + 1 : spatial;
+  TapLists<Rank> lists;
+  for (Index p0 = p_begin; p0 < p_end; p0 += block) {
+    const Index p1 = std::min(p0 + block, p_end);
+    lists.assign(g, p0, p1 - p0);
+    for (Index oc = oc_first; oc <= oc_last; ++oc) {
+      const Index first = std::max(row_begin, oc * spatial + p0), last = std::min(row_end, oc * spatial + p1);
+      for (Index r = first; r < last; ++r) f(r, lists.begin(r - oc * spatial), lists.end(r - oc * spatial));
+    }
+  }
+}
+
+/// How many distinct input offsets a list of taps sorted by offset reads
+/// (distinct_taps_at): each new offset starts a run.
+inline Index distinct_offsets(const Tap* begin, const Tap* end) {
+  Index count = 0;
+  for (const Tap* t = begin; t != end; ++t) count += t == begin || t->offset != t[-1].offset;
+  return count;
+}
 
 /// The AxisMaps hold two Index per output coordinate and tap of each axis.
 /// Beyond 64 MiB they are held to max_dense_bytes(), so a huge layer is a
