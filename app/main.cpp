@@ -61,7 +61,10 @@ struct Options {
 
 std::string join(const std::vector<std::int64_t>& values, const char* separator = ", ") {
   std::string s;
-  for (std::size_t i = 0; i < values.size(); ++i) s += (i ? separator : "") + std::to_string(values[i]);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) s += separator;
+    s += std::to_string(values[i]);
+  }
   return s;
 }
 

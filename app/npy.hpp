@@ -55,7 +55,10 @@ constexpr Dtype dtype_of() {
 /// A shape printed as NumPy does: "(3, 2, 3, 3)", "(5,)", "()".
 inline std::string shape_string(const std::vector<std::int64_t>& shape) {
   std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
   return s + (shape.size() == 1 ? ",)" : ")");
 }
 

@@ -164,7 +164,10 @@ convmat::SparseMatrix<Scalar> load_market(const std::string& path) {
 template <std::size_t N>
 std::string list(const std::array<Index, N>& values) {
   std::string s;
-  for (std::size_t i = 0; i < N; ++i) s += (i ? "," : "") + std::to_string(values[i]);
+  for (std::size_t i = 0; i < N; ++i) {
+    if (i) s += ',';
+    s += std::to_string(values[i]);
+  }
   return s;
 }
 
