@@ -133,8 +133,11 @@ try:
 except (OSError, StopIteration):
     pass
 context = data.get("context", {})
-machine = "%s, %s cores, %s" % (cpu or "unknown CPU", context.get("num_cpus", "?"),
-                                 " and ".join(r.get("context", {}).get("date", "?") for r in runs))
+machine = "%s, %s cores, %s" % (
+    cpu or "unknown CPU", context.get("num_cpus", "?"),
+    " and ".join("%s (load average %s)" % (r.get("context", {}).get("date", "?"),
+                                           "%.1f" % r["context"]["load_avg"][0] if r.get("context", {}).get("load_avg")
+                                           else "?") for r in runs))
 
 all_rows = ["| row | time (ms) |", "| --- | ---: |"] + ["| `%s` | %.3f |" % (n, v) for n, v in sorted(times.items())]
 mem_rows = ["| row | peak above start (MiB) |", "| --- | ---: |"] + \
@@ -148,7 +151,8 @@ with open(os.path.join(root, "docs", "benchmarks.md"), "w") as f:
             "Each time is the best of the repetitions: for single-threaded rows the CPU time of the thread "
             "that runs them, kernel time for page faults included (the machine is shared, so wall time "
             "would also count other processes' turns); for 2-thread rows wall time, which is what threads "
-            "shorten and what other processes inflate. "
+            "shorten and what other processes inflate: they mean something only when the load average "
+            "is well below the number of cores. "
             "Peak memory is the growth of the maximum resident set over the resident set before the "
             "operation, one process per row.\n\n" % machine)
     f.write("## Targets (issue 5)\n\n" + "\n".join(table) + "\n\n")
