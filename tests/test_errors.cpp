@@ -4,6 +4,7 @@
 // CONVMAT_PRINT_ERRORS=1 to print the table (kind | message) while it runs.
 #include <convmat/convmat.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
@@ -226,6 +227,30 @@ std::vector<BadInput> bad_inputs() {
       [] { convmat::UpsampleSpec<2> up; up.input_size = {3, 3}; up.scale = {2, 0}; convmat::upsample_nearest_matrix(up); },
       {"=convmat: scale must be positive in every dimension: scale=(2, 0)"});
 
+  // ---- the matrix-free operator and the spectrum -------------------------
+  add("operator with weights of the wrong length", [] { convmat::make_operator(layer(), Eigen::VectorXd::Ones(3)); },
+      {"weight has 3 elements (3 x 1), but the layer needs 216"});
+  add("operator times a vector of the wrong length",
+      [&] { const auto op = convmat::make_operator(layer(), w); Eigen::VectorXd y = op * Eigen::VectorXd::Ones(251); },
+      {"=convmat: operator product: the right-hand side has 251 rows (251 x 1), but the operator is 210 x 252"});
+  add("transposed operator times a vector of the wrong length",
+      [&] { const auto op = convmat::make_operator(layer(), w);
+            Eigen::VectorXd x = op.transpose() * Eigen::VectorXd::Ones(252); },
+      {"the right-hand side has 252 rows", "the operator is 252 x 210"});
+  add("normal operator with a negative lambda",
+      [&] { convmat::normal_operator(convmat::make_operator(layer(), w), -1.0); },
+      {"=convmat: normal_operator: lambda must be non-negative, not -1"});
+  add("Tikhonov operator with a NaN lambda",
+      [&] { convmat::tikhonov_operator(convmat::make_operator(layer(), w), std::nan("")); },
+      {"tikhonov_operator: lambda must be non-negative, not "});
+  add("Tikhonov right-hand side of the wrong length",
+      [&] { convmat::tikhonov_operator(convmat::make_operator(layer(), w), 0.5).rhs(Eigen::VectorXd::Ones(209)); },
+      {"=convmat: TikhonovOperator::rhs: b has 209 x 1 entries, but T has 210 rows"});
+  add("spectral_norm with a negative tolerance",
+      [&] { convmat::SpectralNormOptions options; options.tolerance = -1; convmat::spectral_norm(layer(), w, options); },
+      {"=convmat: spectral_norm: tolerance must be non-negative and max_iterations positive: tolerance=-1, "
+       "max_iterations=1000"});
+
   // ---- the memory guard -------------------------------------------------
   add("dense matrix beyond max_dense_bytes", [&] { DenseLimit limit(10000); convmat::conv_matrix(layer(), w); },
       {"=convmat: the dense matrix would be 210 x 252 = 52920 entries of 8 bytes, more than max_dense_bytes() = "
@@ -255,6 +280,9 @@ std::vector<BadInput> bad_inputs() {
   add("fold output beyond max_dense_bytes",
       [] { DenseLimit limit(1000); convmat::fold(layer(), Eigen::MatrixXd::Ones(36, 35)); },
       {"the folded vector would be 252 x 1"});
+  add("singular values of a dense matrix beyond max_dense_bytes",
+      [&] { DenseLimit limit(10000); convmat::singular_values(layer(), w); },
+      {"the dense matrix for singular_values would be 210 x 252"});
   add("dense matrix of a layer whose matrix overflows Index",
       [] { convmat::Conv2dSpec s; s.input_size = {Index(1) << 20, Index(1) << 20}; s.kernel_size = {1, 1};
            DenseLimit limit(convmat::no_limit); convmat::conv_matrix(s, Eigen::VectorXd::Ones(1)); },

@@ -1969,6 +1969,9 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// false, T^T (T^H if also `conjugated`) if true. Prefer make_operator.
   ConvOperator(const detail::Geometry<Rank>& geometry, detail::Vector<Scalar> weight, bool transposed)
       : transposed_(transposed) {
+    if (weight.size() != geometry.weight_numel())  // apply() reads weight_numel() of them
+      detail::fail("ConvOperator: weight has ", weight.size(), " elements, but the geometry needs ",
+                   geometry.weight_numel());
     auto state = std::make_shared<detail::OperatorState<Scalar, Rank>>();
     state->geometry = geometry;
     state->table = detail::TapTable::of(geometry, detail::max_tap_table_bytes);
