@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev"
+packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------

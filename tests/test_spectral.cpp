@@ -147,11 +147,36 @@ TEST_CASE("singular_values of other layers go through the dense SVD", "[spectral
   });
 }
 
+/// spectral_norm against the singular values `sigma`. A Rayleigh quotient
+/// never exceeds the largest. Power iteration gains (sigma_next / sigma_1)^2
+/// per step, sigma_next the largest singular value below sigma_1's cluster
+/// (exact ties, which symmetric layers have, do not slow it), so the
+/// estimate must be right to 1e-8 only when sigma_next is 1% below; closer
+/// ones are held to 1%. Returns whether the strict check applied.
+bool check_spectral_norm(const convmat::SpectralNorm<double>& norm, const Eigen::VectorXd& sigma) {
+  const double largest = sigma(0);
+  Index next = 1;
+  while (next < sigma.size() && sigma(next) >= largest * (1 - 1e-10)) ++next;
+  const double second = next < sigma.size() ? sigma(next) : 0.0;
+  INFO("largest singular values " << largest << ", " << second << "; spectral_norm " << norm.value << " after "
+                                  << norm.iterations << " iterations");
+  CHECK(norm.value <= largest * (1 + 1e-12));
+  const bool apart = second <= 0.99 * largest;
+  if (apart) {
+    CHECK(norm.converged);
+    CHECK(std::abs(norm.value - largest) <= 1e-8 * largest);
+  } else {
+    CHECK(norm.value >= 0.99 * largest);
+  }
+  return apart;
+}
+
 TEST_CASE("spectral_norm equals the largest singular value in every padding mode", "[spectral][property]") {
   auto rng = generator("spectral norm");
   convmat::SpectralNormOptions options;
   options.max_iterations = 20000;
   options.tolerance = 1e-7;
+  int cases = 0, strict = 0;
   for_ranks([&](auto tag) {
     constexpr int Rank = decltype(tag)::value;
     for (auto mode : {convmat::PaddingMode::zeros, convmat::PaddingMode::reflect, convmat::PaddingMode::replicate,
@@ -168,13 +193,8 @@ TEST_CASE("spectral_norm equals the largest singular value in every padding mode
         ++done;
         INFO(describe(spec));
         const auto w = random_vector<double>(rng, spec.weight_numel());
-        const double largest = dense_svd<double>(spec, w)(0);
-        const auto norm = convmat::spectral_norm(spec, w, options);
-        INFO("largest singular value " << largest << ", spectral_norm " << norm.value << " after "
-                                       << norm.iterations << " iterations");
-        CHECK(norm.converged);
-        CHECK(norm.value <= largest * (1 + 1e-12));  // a Rayleigh quotient never exceeds it
-        CHECK(std::abs(norm.value - largest) <= 1e-8 * largest);
+        ++cases;
+        strict += check_spectral_norm(convmat::spectral_norm(spec, w, options), dense_svd<double>(spec, w));
       }
     }
     for (int i = 0; i < 8; ++i) {
@@ -182,12 +202,13 @@ TEST_CASE("spectral_norm equals the largest singular value in every padding mode
       INFO(describe(spec));
       const auto w = random_vector<double>(rng, spec.weight_numel());
       const Eigen::MatrixXd t = convmat::conv_transpose_matrix(spec, w);
-      const double largest = Eigen::JacobiSVD<Eigen::MatrixXd>(t).singularValues()(0);
-      const auto norm = convmat::spectral_norm(spec, w, options);
-      CHECK(norm.converged);
-      CHECK(std::abs(norm.value - largest) <= 1e-8 * largest);
+      ++cases;
+      strict += check_spectral_norm(convmat::spectral_norm(spec, w, options),
+                                    Eigen::JacobiSVD<Eigen::MatrixXd>(t).singularValues());
     }
   });
+  INFO(strict << " of " << cases << " cases had the next singular value 1% below the largest");
+  CHECK(4 * strict >= cases);  // the strict check is not the exception
 }
 
 TEST_CASE("spectral_norm: zero weights, the iteration cap and bad options", "[spectral]") {

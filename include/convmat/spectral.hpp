@@ -9,16 +9,20 @@
 // Long, "The Singular Values of Convolutional Layers", ICLR 2019), and
 // through an SVD of the dense matrix otherwise.
 //
-// The SVD is Eigen's JacobiSVD, not BDCSVD: convolution matrices have
-// highly repeated singular values (every symmetry of the layer repeats
-// them), and there Eigen 3.4.0's BDCSVD returns wrong values — for the
-// circular 1-channel layer input (5, 7), kernel (1, 3), dilation (3, 1),
-// padding (0, 1), weights (0.3, -0.7, 0.2), off by 0.11 where the largest
-// is 1.15 (tests/test_spectral.cpp keeps that case). Jacobi rotations are
-// slower for large matrices but accurate to working precision.
+// The SVD (of the dense matrix, and of each frequency's small matrix) is
+// Householder bidiagonalisation followed by the eigenvalues of the
+// Golub-Kahan tridiagonal matrix by symmetric QR, LAPACK's way without
+// vectors. Not Eigen's BDCSVD: convolution matrices have highly repeated
+// singular values (every symmetry of the layer repeats them), and there
+// Eigen 3.4.0's BDCSVD returns wrong values — for the circular 1-channel
+// layer input (5, 7), kernel (1, 3), dilation (3, 1), padding (0, 1),
+// weights (0.3, -0.7, 0.2), off by 0.11 where the largest is 1.15
+// (tests/test_spectral.cpp keeps that case). Not JacobiSVD either: right,
+// but 250 times slower at 1024 x 1024.
 #pragma once
 
 #include <Eigen/Core>
+#include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
 #include <unsupported/Eigen/FFT>
 #include <algorithm>
@@ -27,6 +31,8 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "dense.hpp"
@@ -42,9 +48,11 @@ namespace convmat {
 /// How spectral_norm iterates.
 struct SpectralNormOptions {
   /// Stop when |T^H T v - mu v| <= tolerance * mu for the unit vector v and
-  /// its Rayleigh quotient mu. 0 (the default) means sqrt(epsilon) of the
-  /// scalar's real type: 1.5e-8 for double (mu is then accurate to about
-  /// epsilon), 3.5e-4 for float.
+  /// its Rayleigh quotient mu = |T v|^2 (mu is then accurate to about
+  /// tolerance^2), or when mu has stalled: it grew by at most tolerance^2 *
+  /// mu in one step (close singular values slow the vector down long after
+  /// the value has settled). 0 (the default) means sqrt(epsilon) of the
+  /// scalar's real type: 1.5e-8 for double, 3.5e-4 for float.
   double tolerance = 0;
   /// The most products with T^H T before giving up (converged = false).
   Index max_iterations = 1000;
@@ -89,6 +97,7 @@ SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> power_iteration(const Conv
   fill_random(v, options.seed);
   v.normalize();
   SpectralNorm<Real> result;
+  Real previous = -1;
   while (result.iterations < options.max_iterations) {
     ++result.iterations;
     op.apply(v.data(), u.data());
@@ -96,17 +105,45 @@ SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> power_iteration(const Conv
     const Real mu = u.squaredNorm();  // Rayleigh quotient v^H T^H T v
     result.value = std::sqrt(mu);
     const Real z_norm = z.norm();
-    if (z_norm == Real(0)) {  // T v = 0: T is zero (a random v is in no smaller null space)
+    if (z_norm == Real(0) ||  // T v = 0: T is zero (a random v is in no smaller null space)
+        (z - mu * v).norm() <= tolerance * mu || std::abs(mu - previous) <= tolerance * tolerance * mu) {
       result.converged = true;
       break;
     }
-    if ((z - mu * v).norm() <= tolerance * mu) {
-      result.converged = true;
-      break;
-    }
+    previous = mu;
     v = z / z_norm;
   }
   return result;
+}
+
+/// All singular values of `a`, descending: Householder bidiagonalisation
+/// B = U^H a V, then the eigenvalues +-sigma of the Golub-Kahan tridiagonal
+/// matrix [0 B; B^T 0] (zero diagonal; d0, e0, d1, e1, ... beside it) by
+/// symmetric QR. Each is accurate to about epsilon * sigma_max, repeated
+/// or not; O(m n^2) for the bidiagonalisation, O(n^2) after it.
+template <class Scalar>
+Vector<typename Eigen::NumTraits<Scalar>::Real> svd_values(Matrix<Scalar> a) {
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  if (a.rows() < a.cols()) a = a.adjoint().eval();  // the same singular values, tall
+  const Index n = a.cols();
+  if (n == 0) return Vector<Real>();
+  const Eigen::internal::UpperBidiagonalization<Matrix<Scalar>> bidiagonalisation(a);
+  auto b = bidiagonalisation.bidiagonal();  // real, upper bidiagonal (a copy: 2n numbers)
+  // The QR iteration runs in at least double precision: in float it can
+  // stall on the zero diagonal of large Golub-Kahan matrices.
+  using Work = std::common_type_t<Real, double>;
+  const Vector<Work> diagonal = Vector<Work>::Zero(2 * n);
+  Vector<Work> beside(2 * n - 1);
+  for (Index i = 0; i < n; ++i) {
+    beside(2 * i) = static_cast<Work>(b.template diagonal<0>()(i));
+    if (i + 1 < n) beside(2 * i + 1) = static_cast<Work>(b.template diagonal<1>()(i));
+  }
+  Eigen::SelfAdjointEigenSolver<Matrix<Work>> eigen;
+  eigen.computeFromTridiagonal(diagonal, beside, Eigen::EigenvaluesOnly);
+  if (eigen.info() != Eigen::Success)
+    fail("singular_values: the symmetric QR iteration did not converge on a ", a.rows(), " x ", n, " matrix");
+  // Ascending +-sigma: the top n, descending.
+  return eigen.eigenvalues().tail(n).reverse().cwiseMax(Work(0)).template cast<Real>();
 }
 
 /// Whether the convolution `g` is block-circulant: circular padding,
@@ -180,29 +217,25 @@ Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const 
   const Index blocks = g.groups * n;  // block b: group b / n, frequency b % n
   parallel_chunks(0, blocks, 64, [&](Index begin, Index end) {
     ComplexMatrix m(cog, cig);
-    Eigen::JacobiSVD<ComplexMatrix> svd;
     for (Index b = begin; b < end; ++b) {
       const Index group = b / n, f = b % n;
       for (Index a = 0; a < cog; ++a)
         for (Index c = 0; c < cig; ++c) m(a, c) = spectra[static_cast<std::size_t>(((group * cog + a) * cig + c) * n + f)];
-      svd.compute(m);
-      values.segment(b * per_frequency, per_frequency) = svd.singularValues();
+      values.segment(b * per_frequency, per_frequency) = svd_values(m);
     }
   });
   return values;
 }
 
-/// All singular values of the geometry's matrix, descending, by JacobiSVD
-/// of the dense matrix (built column-major, as the SVD works on it).
-/// Respects max_dense_bytes().
+/// All singular values of the geometry's matrix, descending, by svd_values
+/// of the dense matrix (built column-major). Respects max_dense_bytes().
 template <int Rank, class Scalar>
 Vector<typename Eigen::NumTraits<Scalar>::Real> dense_singular_values(const Geometry<Rank>& g, const Scalar* w) {
   const Index rows = g.output_numel(), cols = g.input_numel();
   check_dense_size(rows, cols, sizeof(Scalar), "the dense matrix for singular_values");
   Matrix<Scalar> t = Matrix<Scalar>::Zero(rows, cols);
   fill_dense(g, w, 0, rows, t.data(), 1, rows, false);
-  Eigen::JacobiSVD<Matrix<Scalar>> svd(t);
-  return svd.singularValues();
+  return svd_values(std::move(t));
 }
 
 template <class Real>
@@ -243,7 +276,7 @@ SpectralNorm<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral
 /// input_numel) of them, as a vector of the weights' real type. When
 /// is_block_circulant(spec), exactly through the FFT in O(C_out C_in N log N
 /// + N groups (C/groups)^3) for N spatial positions; otherwise by an SVD of
-/// the dense matrix (JacobiSVD, O(n^3)), which max_dense_bytes() guards
+/// the dense matrix (O(m n^2)), which max_dense_bytes() guards
 /// (spec_error if too large).
 template <int Rank, class Derived>
 detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
