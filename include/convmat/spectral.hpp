@@ -190,7 +190,11 @@ template <int Rank, class Scalar>
 Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const Geometry<Rank>& g, const Scalar* w) {
   using Real = typename Eigen::NumTraits<Scalar>::Real;
   using Complex = std::complex<Real>;
-  using ComplexMatrix = Eigen::Matrix<Complex, Eigen::Dynamic, Eigen::Dynamic>;
+  // The small matrices are decomposed in at least double precision: cheap
+  // at their size, and it keeps float layers off Eigen's complex<float>
+  // SSE paths, which load a complex<float> as a double (UBSan: misaligned).
+  using Work = std::common_type_t<Real, double>;
+  using WorkMatrix = Eigen::Matrix<std::complex<Work>, Eigen::Dynamic, Eigen::Dynamic>;
   const Index n = g.input_spatial, cog = g.out_per_group(), cig = g.in_per_group(), kn = g.kernel_numel;
   const Index pairs = g.out_channels * cig;
   const Index per_frequency = std::min(cog, cig);
@@ -216,12 +220,13 @@ Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const 
   Vector<Real> values(count);
   const Index blocks = g.groups * n;  // block b: group b / n, frequency b % n
   parallel_chunks(0, blocks, 64, [&](Index begin, Index end) {
-    ComplexMatrix m(cog, cig);
+    WorkMatrix m(cog, cig);
     for (Index b = begin; b < end; ++b) {
       const Index group = b / n, f = b % n;
       for (Index a = 0; a < cog; ++a)
-        for (Index c = 0; c < cig; ++c) m(a, c) = spectra[static_cast<std::size_t>(((group * cog + a) * cig + c) * n + f)];
-      values.segment(b * per_frequency, per_frequency) = svd_values(m);
+        for (Index c = 0; c < cig; ++c)
+          m(a, c) = std::complex<Work>(spectra[static_cast<std::size_t>(((group * cog + a) * cig + c) * n + f)]);
+      values.segment(b * per_frequency, per_frequency) = svd_values(m).template cast<Real>();
     }
   });
   return values;
