@@ -22,20 +22,6 @@ cmake -S . -B "$root/test" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
 cmake --build "$root/test" -j "$jobs"
 ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
 
-# ---- stage: convmat-onnx ---------------------------------------------------
-# Built and tested (convmat_onnx_tests) in the suite above; libonnx-dev is
-# installed, so a missing converter is an error. Then the README's command.
-stage "convmat-onnx: a CNN in ONNX to Gemm + Relu"
-test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&2; exit 1; }
-"$root/test/onnx/convmat-onnx" tests/data/onnx/lenet.onnx "$root/test/lenet_fully_connected.onnx"
-
-# ---- stage: the convmat command against PyTorch ------------------------------
-# Its own tests (round trips, bad inputs, the worked example) ran in the
-# suite's ctest; here real torch.nn layers go through numpy.save -> convmat ->
-# numpy.load / scipy.io.mmread and are compared with PyTorch's outputs.
-stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
-/usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
-
 # ---- stages: packaging -----------------------------------------------------
 # The consumer projects (install + find_package, build-tree find_package,
 # add_subdirectory, pkg-config, #include, the single header alone), the
@@ -55,6 +41,20 @@ cmake -S . -B "$root/cxx20" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=20 -
   -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
 cmake --build "$root/cxx20" -j "$jobs"
 ctest --test-dir "$root/cxx20" --output-on-failure -j "$jobs"
+
+# ---- stage: convmat-onnx ---------------------------------------------------
+# Built and tested (convmat_onnx_tests) in the suite above; libonnx-dev is
+# installed, so a missing converter is an error. Then the README's command.
+stage "convmat-onnx: a CNN in ONNX to Gemm + Relu"
+test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&2; exit 1; }
+"$root/test/onnx/convmat-onnx" tests/data/onnx/lenet.onnx "$root/test/lenet_fully_connected.onnx"
+
+# ---- stage: the convmat command against PyTorch ------------------------------
+# Its own tests (round trips, bad inputs, the worked example) ran in the
+# suite's ctest; here real torch.nn layers go through numpy.save -> convmat ->
+# numpy.load / scipy.io.mmread and are compared with PyTorch's outputs.
+stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
+/usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
 
 # ---- stage: PETSc/SLEPc over MPI --------------------------------------------
 # The suite above already built and ran the PETSc examples (CONVMAT_BUILD_PETSC
