@@ -7,6 +7,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <utility>
 #include <vector>
 
 #include "detail/arguments.hpp"
@@ -21,20 +22,21 @@ inline constexpr const char* batch_hint =
     "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
 
 /// y = T x for one sample: y[oc, p] = sum over the group's input channels
-/// and p's taps of w[oc, ic, tap] * x[ic, offset].
-template <int Rank, class Scalar>
-void forward(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, Scalar* y) {
-  std::vector<Tap> taps;
+/// and p's taps of w[oc, ic, tap] * x[ic, offset]. `taps_of(p)` gives the
+/// taps of position p as a [first, last) pair of Tap pointers, as
+/// Geometry::taps_at lists them (found as needed, or from a kept table).
+template <int Rank, class Scalar, class TapsOf>
+void forward_over(const Geometry<Rank>& g, TapsOf&& taps_of, const Scalar* w, const Scalar* x, Scalar* y) {
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
   for (Index p = 0; p < g.output_spatial; ++p) {
-    g.taps_at(p, taps);
+    const auto [first, last] = taps_of(p);
     for (Index oc = 0; oc < g.out_channels; ++oc) {
       const Scalar* x_group = x + g.group_first_input(oc) * g.input_spatial;
       Scalar sum(0);
       for (Index ic = 0; ic < cig; ++ic) {
         const Scalar* w_row = w + (oc * cig + ic) * kn;
         const Scalar* x_channel = x_group + ic * g.input_spatial;
-        for (const Tap& t : taps) sum += w_row[t.tap] * x_channel[t.offset];
+        for (const Tap* t = first; t != last; ++t) sum += w_row[t->tap] * x_channel[t->offset];
       }
       y[oc * g.output_spatial + p] = sum;
     }
@@ -42,26 +44,52 @@ void forward(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, Scalar* 
 }
 
 /// x = T^T y (or T^H y when `conjugate`) for one sample: every product of
-/// forward() sent back to the input it came from. x is overwritten.
-template <int Rank, class Scalar>
-void adjoint(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, Scalar* x,
-             bool conjugate = false) {
-  std::vector<Tap> taps;
+/// forward_over() sent back to the input it came from. x is overwritten.
+template <int Rank, class Scalar, class TapsOf>
+void adjoint_over(const Geometry<Rank>& g, TapsOf&& taps_of, const Scalar* w, const Scalar* y, Scalar* x,
+                  bool conjugate) {
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
   std::fill(x, x + g.input_numel(), Scalar(0));
   for (Index p = 0; p < g.output_spatial; ++p) {
-    g.taps_at(p, taps);
+    const auto [first, last] = taps_of(p);
     for (Index oc = 0; oc < g.out_channels; ++oc) {
       Scalar* x_group = x + g.group_first_input(oc) * g.input_spatial;
       const Scalar y_value = y[oc * g.output_spatial + p];
       for (Index ic = 0; ic < cig; ++ic) {
         const Scalar* w_row = w + (oc * cig + ic) * kn;
         Scalar* x_channel = x_group + ic * g.input_spatial;
-        for (const Tap& t : taps)
-          x_channel[t.offset] += (conjugate ? Eigen::numext::conj(w_row[t.tap]) : w_row[t.tap]) * y_value;
+        for (const Tap* t = first; t != last; ++t)
+          x_channel[t->offset] += (conjugate ? Eigen::numext::conj(w_row[t->tap]) : w_row[t->tap]) * y_value;
       }
     }
   }
+}
+
+/// Finds each position's taps with Geometry::taps_at as it goes.
+template <int Rank>
+class TapsAsNeeded {
+ public:
+  explicit TapsAsNeeded(const Geometry<Rank>& g) : g_(g) {}
+  std::pair<const Tap*, const Tap*> operator()(Index p) {
+    g_.taps_at(p, taps_);
+    return {taps_.data(), taps_.data() + taps_.size()};
+  }
+
+ private:
+  const Geometry<Rank>& g_;
+  std::vector<Tap> taps_;
+};
+
+/// y = T x for one sample, the taps found as needed.
+template <int Rank, class Scalar>
+void forward(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, Scalar* y) {
+  forward_over(g, TapsAsNeeded<Rank>(g), w, x, y);
+}
+
+/// x = T^T y (T^H y when `conjugate`) for one sample, the taps found as needed.
+template <int Rank, class Scalar>
+void adjoint(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, Scalar* x, bool conjugate = false) {
+  adjoint_over(g, TapsAsNeeded<Rank>(g), w, y, x, conjugate);
 }
 
 }  // namespace detail

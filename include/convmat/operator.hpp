@@ -85,77 +85,15 @@ struct MatrixFreeProduct {
   }
 };
 
-/// The taps of every output position, as Geometry::taps_at gives them,
-/// computed once: position p's are taps[start[p] .. start[p + 1]). A
-/// product then spends its time on multiply-adds, not on finding taps
-/// (which, with a non-zero padding mode, sorts them).
-struct TapTable {
-  std::vector<Index> start;
-  std::vector<Tap> taps;
-
-  /// The table of `g`, or an empty one if it would take more than `max_bytes`.
-  template <int Rank>
-  static TapTable of(const Geometry<Rank>& g, std::size_t max_bytes) {
-    TapTable table;
-    const auto most = static_cast<std::size_t>(g.output_spatial) * static_cast<std::size_t>(g.kernel_numel);
-    if (most > max_bytes / sizeof(Tap)) return table;
-    table.start.reserve(static_cast<std::size_t>(g.output_spatial) + 1);
-    table.start.push_back(0);
-    std::vector<Tap> taps;
-    for (Index p = 0; p < g.output_spatial; ++p) {
-      g.taps_at(p, taps);
-      table.taps.insert(table.taps.end(), taps.begin(), taps.end());
-      table.start.push_back(static_cast<Index>(table.taps.size()));
-    }
-    return table;
-  }
-  bool empty() const { return start.empty(); }
-};
-
-/// The largest TapTable an operator keeps (beyond it, products find the
-/// taps as they go, with detail::forward and detail::adjoint).
+/// The most an operator spends on keeping every position's taps (beyond
+/// it, products find them as they go, with detail::forward / adjoint).
 inline constexpr std::size_t max_tap_table_bytes = std::size_t{64} << 20;
 
-/// detail::forward over a TapTable: y = T x for one sample.
-template <int Rank, class Scalar>
-void forward(const Geometry<Rank>& g, const TapTable& table, const Scalar* w, const Scalar* x, Scalar* y) {
-  const Index cig = g.in_per_group(), kn = g.kernel_numel;
-  for (Index p = 0; p < g.output_spatial; ++p) {
-    const Tap* first = table.taps.data() + table.start[static_cast<std::size_t>(p)];
-    const Tap* last = table.taps.data() + table.start[static_cast<std::size_t>(p) + 1];
-    for (Index oc = 0; oc < g.out_channels; ++oc) {
-      const Scalar* x_group = x + g.group_first_input(oc) * g.input_spatial;
-      Scalar sum(0);
-      for (Index ic = 0; ic < cig; ++ic) {
-        const Scalar* w_row = w + (oc * cig + ic) * kn;
-        const Scalar* x_channel = x_group + ic * g.input_spatial;
-        for (const Tap* t = first; t != last; ++t) sum += w_row[t->tap] * x_channel[t->offset];
-      }
-      y[oc * g.output_spatial + p] = sum;
-    }
-  }
-}
-
-/// detail::adjoint over a TapTable: x = T^T y (T^H y when `conjugate`).
-template <int Rank, class Scalar>
-void adjoint(const Geometry<Rank>& g, const TapTable& table, const Scalar* w, const Scalar* y, Scalar* x,
-             bool conjugate) {
-  const Index cig = g.in_per_group(), kn = g.kernel_numel;
-  std::fill(x, x + g.input_numel(), Scalar(0));
-  for (Index p = 0; p < g.output_spatial; ++p) {
-    const Tap* first = table.taps.data() + table.start[static_cast<std::size_t>(p)];
-    const Tap* last = table.taps.data() + table.start[static_cast<std::size_t>(p) + 1];
-    for (Index oc = 0; oc < g.out_channels; ++oc) {
-      Scalar* x_group = x + g.group_first_input(oc) * g.input_spatial;
-      const Scalar y_value = y[oc * g.output_spatial + p];
-      for (Index ic = 0; ic < cig; ++ic) {
-        const Scalar* w_row = w + (oc * cig + ic) * kn;
-        Scalar* x_channel = x_group + ic * g.input_spatial;
-        for (const Tap* t = first; t != last; ++t)
-          x_channel[t->offset] += (conjugate ? Eigen::numext::conj(w_row[t->tap]) : w_row[t->tap]) * y_value;
-      }
-    }
-  }
+/// Whether a layer's taps fit in max_tap_table_bytes.
+template <int Rank>
+bool tap_table_fits(const Geometry<Rank>& g) {
+  const auto most = static_cast<std::size_t>(g.output_spatial) * static_cast<std::size_t>(g.kernel_numel);
+  return most <= max_tap_table_bytes / sizeof(Tap);
 }
 
 /// A layer's geometry, its tap table and its weights, shared by an
@@ -164,7 +102,8 @@ void adjoint(const Geometry<Rank>& g, const TapTable& table, const Scalar* w, co
 template <class Scalar, int Rank>
 struct OperatorState {
   Geometry<Rank> geometry;
-  TapTable table;
+  TapLists<Rank> table;  // every position's taps, or none (see tap_table_fits)
+  bool has_table = false;
   Vector<Scalar> weight;
   Vector<Scalar> conjugate_weight;  // empty for real scalars
 };
@@ -192,7 +131,8 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
                    geometry.weight_numel());
     auto state = std::make_shared<detail::OperatorState<Scalar, Rank>>();
     state->geometry = geometry;
-    state->table = detail::TapTable::of(geometry, detail::max_tap_table_bytes);
+    state->has_table = detail::tap_table_fits(geometry);
+    if (state->has_table) state->table.assign(geometry, 0, geometry.output_spatial);
     state->weight = std::move(weight);
     if constexpr (Eigen::NumTraits<Scalar>::IsComplex) state->conjugate_weight = state->weight.conjugate();
     state_ = std::move(state);
@@ -214,15 +154,15 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// y is overwritten and must not overlap x. The building block of
   /// `operator*`, for callers that manage their own buffers.
   void apply(const Scalar* x, Scalar* y) const {
-    const auto& g = state_->geometry;
-    const auto& table = state_->table;
-    const Scalar* w = state_->weight.data();
-    if (!transposed_) {
-      if (conjugated_) w = state_->conjugate_weight.data();
-      table.empty() ? detail::forward(g, w, x, y) : detail::forward(g, table, w, x, y);
-    } else {
-      table.empty() ? detail::adjoint(g, w, x, y, conjugated_) : detail::adjoint(g, table, w, x, y, conjugated_);
-    }
+    const auto& state = *state_;
+    const auto& g = state.geometry;
+    const Scalar* w = conjugated_ && !transposed_ ? state.conjugate_weight.data() : state.weight.data();
+    const auto kept = [&](Index p) { return std::pair(state.table.begin(p), state.table.end(p)); };
+    if (!transposed_)
+      state.has_table ? detail::forward_over(g, kept, w, x, y) : detail::forward(g, w, x, y);
+    else
+      state.has_table ? detail::adjoint_over(g, kept, w, x, y, conjugated_)
+                      : detail::adjoint(g, w, x, y, conjugated_);
   }
 
  private:
