@@ -299,8 +299,12 @@ TEST_CASE("every kind of bad input is a spec_error naming its values", "[errors]
   for (const auto& bad : table) {
     INFO("bad input: " << bad.kind);
     std::string message = "no exception";
+    bool memory = false;
     try {
       bad.call();
+    } catch (const convmat::memory_limit_error& e) {
+      message = e.what();
+      memory = true;
     } catch (const convmat::spec_error& e) {
       message = e.what();
     } catch (const std::exception& e) {
@@ -308,6 +312,8 @@ TEST_CASE("every kind of bad input is a spec_error naming its values", "[errors]
     }
     if (print) std::cout << "| " << bad.kind << " | `" << message << "` |\n";
     INFO("message: " << message);
+    // The memory guard's refusals, and only they, are memory_limit_error.
+    CHECK(memory == (message.find("more than max_dense_bytes()") != std::string::npos));
     for (const auto& part : bad.expected) {
       if (!part.empty() && part[0] == '=')
         CHECK(message == part.substr(1));

@@ -316,3 +316,52 @@ TEST_CASE("layer errors name every value involved", "[layers][errors]") {
   bn.var = -Vector::Ones(3);
   CHECK_THROWS_WITH(bn.validate(), Catch::Matchers::Contains("channel 0 has var=-1"));
 }
+
+namespace {
+
+template <int Rank>
+void check_pool_acceptance(const GoldenCase& c) {
+  INFO("golden case " << c.name);
+  convmat::AvgPoolSpec<Rank> spec;
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.kernel_size = c.sizes<Rank>("kernel_size");
+  spec.stride = c.sizes<Rank>("stride");
+  spec.padding = c.sizes<Rank>("padding");
+  spec.ceil_mode = c.integer("ceil_mode") != 0;
+  INFO("input_size=" << join(spec.input_size) << " kernel_size=" << join(spec.kernel_size) << " stride="
+                     << join(*spec.stride) << " padding=" << join(spec.padding) << " ceil_mode=" << spec.ceil_mode);
+  if (c.integer("accepted")) {
+    REQUIRE_NOTHROW(spec.validate());
+    CHECK(spec.output_size() == c.sizes<Rank>("output_size"));
+  } else {
+    CHECK_THROWS_AS(spec.validate(), convmat::spec_error);
+  }
+}
+
+template <int Rank>
+struct PoolAcceptanceCheck {
+  void operator()(const GoldenCase& c) const { check_pool_acceptance<Rank>(c); }
+};
+
+}  // namespace
+
+TEST_CASE("AvgPoolSpec accepts exactly the layers PyTorch accepts", "[layers][golden][regression]") {
+  // Issue 18: input (4, 4, 3), kernel (1, 1, 4), padding (0, 0, 2) was
+  // accepted, though F.avg_pool3d refuses an input smaller than the kernel.
+  convmat::AvgPool3dSpec pool;
+  pool.input_size = {4, 4, 3};
+  pool.kernel_size = {1, 1, 4};
+  pool.stride = std::array<Index, 3>{1, 1, 1};
+  pool.padding = {0, 0, 2};
+  CHECK_THROWS_WITH(pool.validate(), Catch::Matchers::Contains("input smaller than kernel size") &&
+                                         Catch::Matchers::Contains("input_size=(4, 4, 3)") &&
+                                         Catch::Matchers::Contains("kernel_size=(1, 1, 4)"));
+  const auto cases = cases_of("avg_pool_accepts");
+  Index accepted = 0;
+  for (const auto* c : cases) {
+    accepted += c->integer("accepted");
+    by_rank<PoolAcceptanceCheck>(*c);
+  }
+  CHECK(accepted > 20);  // both verdicts are well represented
+  CHECK(static_cast<Index>(cases.size()) - accepted > 20);
+}

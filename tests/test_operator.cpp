@@ -232,3 +232,164 @@ TEST_CASE("operator errors name every value", "[operator][errors]") {
   CHECK_THROWS_AS(convmat::tikhonov_operator(op, -2.0), convmat::spec_error);
   CHECK_THROWS_AS(convmat::tikhonov_operator(op, 1.0).rhs(Eigen::VectorXd::Ones(26)), convmat::spec_error);
 }
+
+namespace {
+
+/// Every way Eigen users assign an operator's product — =, +=, -=, with
+/// and without noalias(), scaled, in place, on overlapping blocks, into a
+/// row-major or reversed destination, vector and batch — against the dense
+/// matrix `m` it stands for. (Issue 18: `x = op * x` once gave zeros.)
+template <class Operator, class Dense>
+void check_assignment_forms(std::mt19937_64& rng, const Operator& a, const Dense& m, double tolerance) {
+  using Scalar = typename Operator::Scalar;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using RowMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Matrix t = m;
+  const Index rows = t.rows(), cols = t.cols();
+  const Vector x = random_vector<Scalar>(rng, cols), y0 = random_vector<Scalar>(rng, rows);
+  const Matrix batch = random_matrix<Scalar>(rng, cols, 3), y0s = random_matrix<Scalar>(rng, rows, 3);
+  const Vector tx = t * x;
+  const Matrix tb = t * batch;
+  const Scalar two(2);
+
+  Vector y;
+  y = a * x;
+  CHECK(relative_error(y, tx) < tolerance);
+  y.setZero(rows);
+  y.noalias() = a * x;
+  CHECK(relative_error(y, tx) < tolerance);
+  y = y0;
+  y += a * x;
+  CHECK(relative_error(y, y0 + tx) < tolerance);
+  y = y0;
+  y -= a * x;
+  CHECK(relative_error(y, y0 - tx) < tolerance);
+  y = y0;
+  y.noalias() -= two * (a * x);
+  CHECK(relative_error(y, y0 - two * tx) < tolerance);
+  y = y0 - a * x;
+  CHECK(relative_error(y, y0 - tx) < tolerance);
+  Matrix ys;
+  ys = a * batch;
+  CHECK(relative_error(ys, tb) < tolerance);
+  ys = y0s;
+  ys.noalias() += a * batch;
+  CHECK(relative_error(ys, y0s + tb) < tolerance);
+  RowMajor yr;
+  yr = a * batch;
+  CHECK(relative_error(yr, tb) < tolerance);
+  Vector reversed = Vector::Zero(rows);
+  reversed.reverse() = a * x;
+  CHECK(relative_error(reversed, Vector(tx.reverse())) < tolerance);
+
+  // The destination and the right-hand side share memory: a vector whose
+  // head is written from its (overlapping) tail.
+  Vector buffer = random_vector<Scalar>(rng, std::max(rows, cols) + 1);
+  const Vector tail = buffer.tail(cols);
+  buffer.head(rows) = a * buffer.tail(cols);
+  CHECK(relative_error(Vector(buffer.head(rows)), Vector(t * tail)) < tolerance);
+
+  if (rows == cols) {  // in place
+    Vector v = x;
+    v = a * v;
+    CHECK(relative_error(v, tx) < tolerance);
+    v = x;
+    v.noalias() = a * v;
+    CHECK(relative_error(v, tx) < tolerance);
+    v = x;
+    v += a * v;
+    CHECK(relative_error(v, Vector(x + tx)) < tolerance);
+    v = x;
+    v.noalias() -= a * v;
+    CHECK(relative_error(v, Vector(x - tx)) < tolerance);
+    v = x;
+    v = a * (a * v);
+    CHECK(relative_error(v, Vector(t * tx)) < tolerance);
+    Matrix b = batch;
+    b = a * b;
+    CHECK(relative_error(b, tb) < tolerance);
+    b = batch;
+    b.noalias() = a * b;
+    CHECK(relative_error(b, tb) < tolerance);
+    b = batch;
+    b.col(1) = a * b.col(1);
+    CHECK(relative_error(Vector(b.col(1)), Vector(tb.col(1))) < tolerance);
+    CHECK(b.col(0) == batch.col(0));
+  }
+}
+
+/// A square convolution (same channels, 'same' padding, stride 1) of rank Rank.
+template <int Rank>
+convmat::ConvSpec<Rank> random_square_spec(std::mt19937_64& rng) {
+  convmat::ConvSpec<Rank> spec;
+  spec.groups = uniform(rng, 1, 2);
+  spec.in_channels = spec.out_channels = spec.groups * uniform(rng, 1, 2);
+  spec.padding_mode = static_cast<convmat::PaddingMode>(uniform(rng, 0, 3));
+  for (int d = 0; d < Rank; ++d) {
+    spec.input_size[d] = uniform(rng, 3, Rank == 1 ? 9 : 4);
+    spec.kernel_size[d] = uniform(rng, 1, 3);
+  }
+  spec.set_padding_same();
+  return spec;
+}
+
+/// The transposed layer of a square convolution (zero padding, odd kernel).
+template <int Rank>
+convmat::ConvTransposeSpec<Rank> random_square_transpose_spec(std::mt19937_64& rng) {
+  convmat::ConvTransposeSpec<Rank> spec;
+  spec.groups = uniform(rng, 1, 2);
+  spec.in_channels = spec.out_channels = spec.groups * uniform(rng, 1, 2);
+  for (int d = 0; d < Rank; ++d) {
+    spec.input_size[d] = uniform(rng, 3, Rank == 1 ? 9 : 4);
+    spec.kernel_size[d] = 2 * uniform(rng, 0, 1) + 1;
+    spec.padding[d] = spec.kernel_size[d] / 2;
+  }
+  return spec;
+}
+
+template <class Scalar>
+void check_assignment_forms_of_every_operator(const char* name, double tolerance) {
+  auto rng = generator(name);
+  using Dense = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 20; ++i) {
+      const auto spec = i % 2 ? random_spec<Rank>(rng) : random_square_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<Scalar>(rng, spec.weight_numel());
+      const Dense t = convmat::conv_matrix(spec, w);
+      const auto op = convmat::make_operator(spec, w);
+      check_assignment_forms(rng, op, t, tolerance);
+      check_assignment_forms(rng, op.transpose(), Dense(t.transpose()), tolerance);
+      check_assignment_forms(rng, op.adjoint(), Dense(t.adjoint()), tolerance);
+      const auto lambda = typename Eigen::NumTraits<Scalar>::Real(0.25);
+      check_assignment_forms(rng, convmat::normal_operator(op, lambda),
+                             Dense(t.adjoint() * t + Scalar(lambda) * Dense::Identity(t.cols(), t.cols())),
+                             tolerance);
+      Dense stacked(t.rows() + t.cols(), t.cols());
+      stacked << t, Scalar(0.5) * Dense::Identity(t.cols(), t.cols());
+      const auto tikhonov = convmat::tikhonov_operator(op, lambda);
+      check_assignment_forms(rng, tikhonov, stacked, tolerance);
+      check_assignment_forms(rng, tikhonov.adjoint(), Dense(stacked.adjoint()), tolerance);
+    }
+    for (int i = 0; i < 20; ++i) {
+      const auto spec = i % 2 ? random_transpose_spec<Rank>(rng) : random_square_transpose_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<Scalar>(rng, spec.weight_numel());
+      const Dense t = convmat::conv_transpose_matrix(spec, w);
+      const auto op = convmat::make_operator(spec, w);
+      check_assignment_forms(rng, op, t, tolerance);
+      check_assignment_forms(rng, op.adjoint(), Dense(t.adjoint()), tolerance);
+    }
+  });
+}
+
+}  // namespace
+
+TEST_CASE("operator products in every assignment form, in place too", "[operator][regression][property]") {
+  check_assignment_forms_of_every_operator<double>("assignment forms (double)", 1e-12);
+  check_assignment_forms_of_every_operator<float>("assignment forms (float)", 1e-4);
+  check_assignment_forms_of_every_operator<std::complex<double>>("assignment forms (complex)", 1e-12);
+  check_assignment_forms_of_every_operator<std::complex<float>>("assignment forms (complex float)", 1e-4);
+}

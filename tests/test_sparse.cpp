@@ -5,6 +5,8 @@
 #include <convmat/size.hpp>
 #include <convmat/sparse.hpp>
 
+#include <string>
+
 #include "support/catch.hpp"
 #include "support/random.hpp"
 
@@ -88,4 +90,43 @@ TEST_CASE("a StorageIndex too narrow is an error, not a wrap-around", "[sparse][
   // 1600 columns and 57,600 - some non-zeros: too many for int16_t.
   REQUIRE_THROWS_AS(convmat::conv_matrix_sparse<std::int16_t>(spec, w), convmat::spec_error);
   REQUIRE_NOTHROW(convmat::conv_matrix_sparse<std::int32_t>(spec, w));
+}
+
+TEST_CASE("a StorageIndex too narrow for the non-zeros is refused before anything is built", "[sparse][errors][regression]") {
+  // Issue 18: Conv2d(1, 256, 11, padding=5) on 600 x 600 has 11,050,214,400
+  // non-zeros; conv_matrix_sparse<int> once threw only after counting every
+  // row (8-14 s, 355 MiB), naming a partial sum.
+  convmat::Conv2dSpec spec;
+  spec.out_channels = 256;
+  spec.input_size = {600, 600};
+  spec.kernel_size = {11, 11};
+  spec.padding = {5, 5};
+  const Eigen::VectorXf w = Eigen::VectorXf::Ones(spec.weight_numel());
+  REQUIRE(convmat::conv_matrix_nonzeros(spec) == 11050214400);
+  CHECK_THROWS_WITH(convmat::conv_matrix_sparse<int>(spec, w),
+                    Catch::Matchers::Contains("the non-zero count = 11050214400 does not fit"));
+  // A block of rows: channel 3's last 1000 positions, then channels 4 to 53
+  // whole (2.2e9 non-zeros); the count is that of those rows.
+  auto one = spec;
+  one.out_channels = 1;
+  const Index head = convmat::conv_matrix_sparse_rows<long>(one, Eigen::VectorXf::Ones(121), 359000, 360000).nonZeros();
+  const Index expected = head + 50 * (convmat::conv_matrix_nonzeros(spec) / 256);
+  CHECK_THROWS_WITH(convmat::conv_matrix_sparse_rows<int>(spec, w, 4 * 360000 - 1000, 54 * 360000),
+                    Catch::Matchers::Contains("the non-zero count = " + std::to_string(expected) + " does not fit"));
+}
+
+TEST_CASE("the predicted non-zeros of any row block are exact", "[sparse][blocks][property]") {
+  auto rng = generator("row block non-zeros");
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 300; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      const auto whole = convmat::conv_matrix_sparse<long>(spec, w);
+      const Index begin = uniform(rng, 0, whole.rows()), end = uniform(rng, begin, whole.rows());
+      const auto g = convmat::detail::geometry(spec);
+      CHECK(g.nonzeros_between(begin, end) == whole.outerIndexPtr()[end] - whole.outerIndexPtr()[begin]);
+    }
+  });
 }

@@ -8,6 +8,7 @@ C order) and a blank line. Run from the repository root:
     /usr/bin/python3 tools/make_layer_golden.py
 """
 import os
+import random
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +122,27 @@ x = torch.randn(1, 2, 6, 6)
 y = conv2(F.avg_pool2d(conv1(x), 2, 2, 0, ceil_mode=True))
 case("compose_conv_pool_conv", kind=["compose"], input_size=[6, 6], weight1=flat(conv1.weight),
      bias1=flat(conv1.bias), weight2=flat(conv2.weight), bias2=flat(conv2.bias), input=flat(x), output=flat(y))
+
+# ---- which pooling layers PyTorch accepts ---------------------------------
+# Random AvgPool{1,2,3}d shapes near the edges of what fits (padding up to
+# more than half the kernel, kernels larger than the input), with PyTorch's
+# verdict and, when it accepts, its output size: AvgPoolSpec::validate()
+# must agree on every one.
+chooser = random.Random(18)
+for i in range(240):
+    rank = 1 + i % 3
+    size = [chooser.randint(1, 6) for _ in range(rank)]
+    k = [chooser.randint(1, 5) for _ in range(rank)]
+    s = [chooser.randint(1, 3) for _ in range(rank)]
+    p = [chooser.randint(0, 3) for _ in range(rank)]
+    ceil = chooser.random() < 0.5
+    try:
+        y = pool[rank](torch.zeros(1, 1, *size), k, s, p, ceil_mode=ceil)
+        accepted, out = 1, list(y.shape[2:])
+    except RuntimeError:
+        accepted, out = 0, []
+    case(f"avg_pool_accepts_{i}", kind=["avg_pool_accepts"], rank=[rank], input_size=size, kernel_size=k,
+         stride=s, padding=p, ceil_mode=[int(ceil)], accepted=[accepted], output_size=out)
 
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "layers_golden.txt")
 with open(path, "w") as f:

@@ -14,6 +14,13 @@
 // convmat::spec_error; without exceptions (-fno-exceptions) it prints the
 // message to stderr and aborts. Define it before including convmat to route
 // errors elsewhere; the replacement must not return.
+//
+// CONVMAT_THROW_MEMORY(message) reports a size the memory guard refuses
+// (max_dense_bytes()). By default it throws convmat::memory_limit_error, a
+// spec_error; where CONVMAT_THROW is user-defined it calls that instead.
+#if !defined(CONVMAT_THROW_MEMORY) && defined(CONVMAT_THROW)
+#define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
 #ifndef CONVMAT_THROW
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
 #define CONVMAT_THROW(message) throw ::convmat::spec_error(message)
@@ -25,6 +32,13 @@
     std::fprintf(stderr, "%s\n", std::string(message).c_str()); \
     std::abort();                                                \
   } while (false)
+#endif
+#endif
+#ifndef CONVMAT_THROW_MEMORY
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define CONVMAT_THROW_MEMORY(message) throw ::convmat::memory_limit_error(message)
+#else
+#define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
 #endif
 #endif
 

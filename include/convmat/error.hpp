@@ -26,6 +26,15 @@ class spec_error : public std::invalid_argument {
   explicit spec_error(const std::string& message) : std::invalid_argument(message) {}
 };
 
+/// Thrown by the memory guard: what a spec asks to allocate would exceed
+/// max_dense_bytes(). A spec_error, so `catch (const spec_error&)` sees it
+/// too; its own type lets a caller tell "too large" from "not a layer"
+/// (the Python module raises MemoryError for it, ValueError for the rest).
+class memory_limit_error : public spec_error {
+ public:
+  explicit memory_limit_error(const std::string& message) : spec_error(message) {}
+};
+
 namespace detail {
 
 template <class T>
@@ -52,6 +61,14 @@ std::string message(const Parts&... parts) {
 template <class... Parts>
 [[noreturn]] void fail(const Parts&... parts) {
   CONVMAT_THROW(message("convmat: ", parts...));
+  std::abort();  // reached only if a user-defined CONVMAT_THROW returns
+}
+
+/// Throws memory_limit_error with "convmat: " and the joined parts: the
+/// memory guard's refusal.
+template <class... Parts>
+[[noreturn]] void fail_memory(const Parts&... parts) {
+  CONVMAT_THROW_MEMORY(message("convmat: ", parts...));
   std::abort();  // reached only if a user-defined CONVMAT_THROW returns
 }
 

@@ -88,6 +88,13 @@ struct AvgPoolSpec {
     detail::require_non_negative<Rank>(end, "padding_end");
     if (divisor_override && *divisor_override <= 0)
       detail::fail("divisor_override must be positive: divisor_override=", *divisor_override);
+    if constexpr (Rank == 3) {  // F.avg_pool3d also wants the input, unpadded, at least the kernel
+      for (int d = 0; d < Rank; ++d)
+        if (input_size[d] < kernel_size[d])
+          detail::fail("input smaller than kernel size: input_size=", input_size, ", kernel_size=", kernel_size,
+                       " (3-D average pooling needs input_size >= kernel_size in every dimension, as "
+                       "PyTorch's avg_pool3d)");
+    }
     std::array<Index, Rank> out{};
     for (int d = 0; d < Rank; ++d) {
       if (2 * begin[d] > kernel_size[d] || 2 * end[d] > kernel_size[d])

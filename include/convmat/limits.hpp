@@ -61,14 +61,15 @@ inline constexpr const char* dense_matrix_hint =
     "or raise the limit with set_max_dense_bytes()";
 
 /// Throws spec_error if a rows x cols dense matrix of `scalar_size`-byte
-/// entries overflows or exceeds max_dense_bytes(); `hint` says what to do.
+/// entries overflows Index, memory_limit_error if it exceeds
+/// max_dense_bytes(); `hint` says what to do.
 inline void check_dense_size(Index rows, Index cols, std::size_t scalar_size, const char* what,
                              const char* hint = dense_matrix_hint) {
   const Index entries = checked_mul(rows, cols, what);
   const auto limit = max_dense_bytes();
   const auto n = static_cast<std::size_t>(entries);
   if (n > std::numeric_limits<std::size_t>::max() / scalar_size || n * scalar_size > limit)
-    fail(what, " would be ", rows, " x ", cols, " = ", entries, " entries of ", scalar_size,
+    fail_memory(what, " would be ", rows, " x ", cols, " = ", entries, " entries of ", scalar_size,
          " bytes, more than max_dense_bytes() = ", limit, "; ", hint);
 }
 

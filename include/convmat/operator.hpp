@@ -70,20 +70,92 @@ class MatrixFreeBase : public Eigen::EigenBase<Derived> {
   }
 };
 
-/// dst += alpha * A * rhs, column by column through A.apply().
+/// Whether the memory an Eigen expression with direct access spans
+/// overlaps that of another: then writing one changes what the other reads.
+template <class A, class B>
+bool overlaps(const A& a, const B& b) {
+  const auto extent = [](const auto& x) -> Index {
+    if (x.size() == 0) return 0;
+    return (x.outerSize() - 1) * x.outerStride() + (x.innerSize() - 1) * x.innerStride() + 1;
+  };
+  const auto* a_begin = reinterpret_cast<const char*>(a.data());
+  const auto* b_begin = reinterpret_cast<const char*>(b.data());
+  const auto* a_end = reinterpret_cast<const char*>(a.data() + extent(a));
+  const auto* b_end = reinterpret_cast<const char*>(b.data() + extent(b));
+  return a_begin < b_end && b_begin < a_end;
+}
+
+/// Whether every column of an expression of this type is one contiguous
+/// array in memory at compile time (a vector, or column-major storage with
+/// direct access); innerStride() == 1 is still to be checked at run time.
+template <class Xpr>
+inline constexpr bool has_contiguous_columns =
+    (Eigen::internal::traits<Xpr>::Flags & Eigen::DirectAccessBit) != 0 &&
+    (Xpr::ColsAtCompileTime == 1 || (Eigen::internal::traits<Xpr>::Flags & Eigen::RowMajorBit) == 0);
+
+/// The products of a matrix-free operator with a dense vector or matrix,
+/// every assignment form Eigen has (=, +=, -=, alpha * ...), through
+/// Operator::apply_batch(x, x_stride, y, y_stride, batch). Correct whatever
+/// the destination shares with the right-hand side: `x = op * x`,
+/// `x.noalias() = op * x` and `X = op * X` read the right-hand side before
+/// anything of the destination is written. (Eigen's AliasFreeProduct
+/// promises no aliasing, and its default evalTo zeroes the destination
+/// first: the documented matrix-free recipe returns zeros for x = op * x.)
 template <class Operator>
 struct MatrixFreeProduct {
+  using Scalar = typename Operator::Scalar;
+
+  /// Calls f(pointer, outer stride) with the right-hand side as contiguous
+  /// columns: the expression itself when it is laid out so and shares no
+  /// memory with `dst`, else a copy evaluated before dst is touched.
+  template <class Dest, class Rhs, class F>
+  static void with_columns(const Dest& dst, const Rhs& rhs, F&& f) {
+    if constexpr (has_contiguous_columns<Rhs>) {
+      bool direct = rhs.innerStride() == 1;
+      if constexpr ((Eigen::internal::traits<Dest>::Flags & Eigen::DirectAccessBit) != 0)
+        direct = direct && !overlaps(dst, rhs);
+      else
+        direct = false;  // a destination we cannot see into may alias: copy
+      if (direct) return f(rhs.data(), rhs.cols() > 1 ? rhs.outerStride() : rhs.rows());
+    }
+    const Matrix<Scalar> copy = rhs;
+    f(copy.data(), copy.rows());
+  }
+
+  /// dst = A * rhs.
+  template <class Dest, class Rhs>
+  static void eval_to(Dest& dst, const Operator& op, const Rhs& rhs) {
+    bool into_dst = false;
+    if constexpr (has_contiguous_columns<Dest>) into_dst = dst.innerStride() == 1;
+    with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) {
+      if (into_dst) {
+        if constexpr (has_contiguous_columns<Dest>)
+          op.apply_batch(x, x_stride, dst.data(), dst.cols() > 1 ? dst.outerStride() : dst.rows(), rhs.cols());
+      } else {
+        Matrix<Scalar> y(op.rows(), rhs.cols());
+        op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols());
+        dst = y;
+      }
+    });
+  }
+
+  /// dst += alpha * A * rhs.
   template <class Dest, class Rhs, class Alpha>
   static void scale_and_add(Dest& dst, const Operator& op, const Rhs& rhs, const Alpha& alpha) {
-    using Scalar = typename Operator::Scalar;
-    Vector<Scalar> x(op.cols()), y(op.rows());
-    for (Index j = 0; j < rhs.cols(); ++j) {
-      x = rhs.col(j);
-      op.apply(x.data(), y.data());
-      dst.col(j) += alpha * y;
-    }
+    Matrix<Scalar> y(op.rows(), rhs.cols());
+    with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) { op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols()); });
+    dst += alpha * y;
   }
 };
+
+/// y[:, j] = A x[:, j] for `batch` contiguous columns (strides between
+/// columns x_stride and y_stride), one apply() per column: the batch
+/// product of an operator whose apply() takes one sample.
+template <class Operator, class Scalar>
+void apply_each_column(const Operator& op, const Scalar* x, Index x_stride, Scalar* y, Index y_stride,
+                       Index batch) {
+  for (Index j = 0; j < batch; ++j) op.apply(x + j * x_stride, y + j * y_stride);
+}
 
 /// The most an operator spends on keeping every position's taps (beyond
 /// it, products find them as they go, with detail::forward / adjoint).
@@ -148,6 +220,13 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// T^H as an operator: the transpose with conjugated weights.
   ConvOperator adjoint() const {
     return ConvOperator(state_, !transposed_, Eigen::NumTraits<Scalar>::IsComplex && !conjugated_);
+  }
+
+  /// Y = op X for `batch` samples: column j of X starts at x + j *
+  /// x_stride (cols() contiguous entries), of Y at y + j * y_stride (rows()
+  /// entries, overwritten; no overlap with X). What `op * X` runs.
+  void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
+    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
   }
 
   /// y = op x for one sample: x has cols() contiguous entries, y rows();
@@ -222,6 +301,11 @@ class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, 
   /// The ConvOperator T it is the normal operator of.
   const ConvOperator<Scalar, Rank>& conv() const { return op_; }
 
+  /// Y = (T^H T + lambda I) X for `batch` columns (see ConvOperator::apply_batch).
+  void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
+    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
+  }
+
   /// y = (T^H T + lambda I) x for one contiguous vector (no overlap).
   void apply(const Scalar* x, Scalar* y) const {
     detail::Vector<Scalar> t(op_.rows());
@@ -282,6 +366,11 @@ class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarTy
     return stacked;
   }
 
+  /// Y = A X for `batch` columns (see ConvOperator::apply_batch).
+  void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
+    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
+  }
+
   /// y = A x for one contiguous vector (no overlap).
   void apply(const Scalar* x, Scalar* y) const {
     using Map = Eigen::Map<detail::Vector<Scalar>>;
@@ -329,10 +418,23 @@ struct traits<convmat::TikhonovOperator<Scalar, Rank>> : traits<Eigen::SparseMat
       : generic_product_impl_base<Operator<Scalar, Rank>, Rhs,                                             \
                                   generic_product_impl<Operator<Scalar, Rank>, Rhs, SparseShape,           \
                                                        DenseShape, ProductType>> {                         \
+    using Impl = convmat::detail::MatrixFreeProduct<Operator<Scalar, Rank>>;                               \
+    template <class Dest>                                                                                  \
+    static void evalTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs) {                     \
+      Impl::eval_to(dst, lhs, rhs);                                                                        \
+    }                                                                                                      \
+    template <class Dest>                                                                                  \
+    static void addTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs) {                      \
+      Impl::scale_and_add(dst, lhs, rhs, Scalar(1));                                                       \
+    }                                                                                                      \
+    template <class Dest>                                                                                  \
+    static void subTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs) {                      \
+      Impl::scale_and_add(dst, lhs, rhs, Scalar(-1));                                                      \
+    }                                                                                                      \
     template <class Dest>                                                                                  \
     static void scaleAndAddTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs,                \
                               const typename Product<Operator<Scalar, Rank>, Rhs>::Scalar& alpha) {        \
-      convmat::detail::MatrixFreeProduct<Operator<Scalar, Rank>>::scale_and_add(dst, lhs, rhs, alpha);     \
+      Impl::scale_and_add(dst, lhs, rhs, alpha);                                                           \
     }                                                                                                      \
   };
 

@@ -26,8 +26,7 @@ struct MatrixSize {
 template <class Spec>
 Index conv_matrix_nonzeros(const Spec& spec) {
   const auto g = detail::geometry(spec);
-  return detail::checked_mul(detail::checked_mul(g.out_channels, g.in_per_group(), "non-zero count"),
-                             g.distinct_taps_total(), "non-zero count");
+  return g.nonzeros_between(0, g.output_numel());
 }
 
 /// Rows, columns, non-zeros and the bytes of the dense and sparse forms of

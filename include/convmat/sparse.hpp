@@ -43,6 +43,9 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   check_row_range(row_begin, row_end, g.output_numel());
   check_storage_index<StorageIndex>(g.input_numel(), "the column count");
   check_storage_index<StorageIndex>(row_end - row_begin, "the row count");
+  // The exact count, per axis, before anything is allocated or a row counted.
+  const Index predicted = g.nonzeros_between(row_begin, row_end);
+  check_storage_index<StorageIndex>(predicted, "the non-zero count");
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
 
   SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
@@ -56,10 +59,10 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   Index nonzeros = 0;
   outer[0] = 0;
   for (Index i = 1; i <= row_end - row_begin; ++i) {
-    nonzeros += outer[i];
-    check_storage_index<StorageIndex>(nonzeros, "the non-zero count");
+    nonzeros += outer[i];  // <= predicted, which fits
     outer[i] = static_cast<StorageIndex>(nonzeros);
   }
+  CONVMAT_ASSERT(nonzeros == predicted, "sparse rows hold the predicted non-zero count");
   t.resizeNonZeros(nonzeros);
   StorageIndex* inner = t.innerIndexPtr();
   Scalar* values = t.valuePtr();

@@ -24,6 +24,13 @@
 // convmat::spec_error; without exceptions (-fno-exceptions) it prints the
 // message to stderr and aborts. Define it before including convmat to route
 // errors elsewhere; the replacement must not return.
+//
+// CONVMAT_THROW_MEMORY(message) reports a size the memory guard refuses
+// (max_dense_bytes()). By default it throws convmat::memory_limit_error, a
+// spec_error; where CONVMAT_THROW is user-defined it calls that instead.
+#if !defined(CONVMAT_THROW_MEMORY) && defined(CONVMAT_THROW)
+#define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
 #ifndef CONVMAT_THROW
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
 #define CONVMAT_THROW(message) throw ::convmat::spec_error(message)
@@ -35,6 +42,13 @@
     std::fprintf(stderr, "%s\n", std::string(message).c_str()); \
     std::abort();                                                \
   } while (false)
+#endif
+#endif
+#ifndef CONVMAT_THROW_MEMORY
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define CONVMAT_THROW_MEMORY(message) throw ::convmat::memory_limit_error(message)
+#else
+#define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
 #endif
 #endif
 
@@ -97,6 +111,15 @@ class spec_error : public std::invalid_argument {
   explicit spec_error(const std::string& message) : std::invalid_argument(message) {}
 };
 
+/// Thrown by the memory guard: what a spec asks to allocate would exceed
+/// max_dense_bytes(). A spec_error, so `catch (const spec_error&)` sees it
+/// too; its own type lets a caller tell "too large" from "not a layer"
+/// (the Python module raises MemoryError for it, ValueError for the rest).
+class memory_limit_error : public spec_error {
+ public:
+  explicit memory_limit_error(const std::string& message) : spec_error(message) {}
+};
+
 namespace detail {
 
 template <class T>
@@ -123,6 +146,14 @@ std::string message(const Parts&... parts) {
 template <class... Parts>
 [[noreturn]] void fail(const Parts&... parts) {
   CONVMAT_THROW(message("convmat: ", parts...));
+  std::abort();  // reached only if a user-defined CONVMAT_THROW returns
+}
+
+/// Throws memory_limit_error with "convmat: " and the joined parts: the
+/// memory guard's refusal.
+template <class... Parts>
+[[noreturn]] void fail_memory(const Parts&... parts) {
+  CONVMAT_THROW_MEMORY(message("convmat: ", parts...));
   std::abort();  // reached only if a user-defined CONVMAT_THROW returns
 }
 
@@ -283,14 +314,15 @@ inline constexpr const char* dense_matrix_hint =
     "or raise the limit with set_max_dense_bytes()";
 
 /// Throws spec_error if a rows x cols dense matrix of `scalar_size`-byte
-/// entries overflows or exceeds max_dense_bytes(); `hint` says what to do.
+/// entries overflows Index, memory_limit_error if it exceeds
+/// max_dense_bytes(); `hint` says what to do.
 inline void check_dense_size(Index rows, Index cols, std::size_t scalar_size, const char* what,
                              const char* hint = dense_matrix_hint) {
   const Index entries = checked_mul(rows, cols, what);
   const auto limit = max_dense_bytes();
   const auto n = static_cast<std::size_t>(entries);
   if (n > std::numeric_limits<std::size_t>::max() / scalar_size || n * scalar_size > limit)
-    fail(what, " would be ", rows, " x ", cols, " = ", entries, " entries of ", scalar_size,
+    fail_memory(what, " would be ", rows, " x ", cols, " = ", entries, " entries of ", scalar_size,
          " bytes, more than max_dense_bytes() = ", limit, "; ", hint);
 }
 
@@ -770,6 +802,49 @@ struct Geometry {
     return total;
   }
 
+  /// distinct_taps_at(p) summed over the positions [p_begin, p_end), without
+  /// listing a tap: each axis's counts once, then one product per position.
+  Index distinct_taps_between(Index p_begin, Index p_end) const {
+    if (p_begin >= p_end) return 0;
+    if (p_begin == 0 && p_end == output_spatial) return distinct_taps_total();
+    std::array<std::vector<Index>, Rank> counts;
+    for (int d = 0; d < Rank; ++d) {
+      counts[d].resize(static_cast<std::size_t>(axes[d].output()));
+      for (Index o = 0; o < axes[d].output(); ++o) counts[d][static_cast<std::size_t>(o)] = axes[d].distinct_sources(o);
+    }
+    auto o = output_coordinates(p_begin);
+    Index total = 0;
+    for (Index p = p_begin; p < p_end; ++p) {
+      Index n = 1;
+      for (int d = 0; d < Rank; ++d) n *= counts[d][static_cast<std::size_t>(o[d])];  // <= kernel_numel
+      total = checked_add(total, n, "non-zero count");
+      for (int d = Rank - 1; d >= 0; --d) {  // next position
+        if (++o[d] < output_size[d]) break;
+        o[d] = 0;
+      }
+    }
+    return total;
+  }
+
+  /// The structural non-zeros of rows [row_begin, row_end) of the matrix
+  /// (row = out_channel * output_spatial + position), exactly, before
+  /// anything is built: what conv_matrix_sparse_rows will store.
+  Index nonzeros_between(Index row_begin, Index row_end) const {
+    if (row_begin >= row_end) return 0;
+    const Index oc_first = row_begin / output_spatial, oc_last = (row_end - 1) / output_spatial;
+    const Index head_begin = row_begin % output_spatial, tail_end = (row_end - 1) % output_spatial + 1;
+    Index per_input_channel = 0;
+    if (oc_first == oc_last) {
+      per_input_channel = distinct_taps_between(head_begin, tail_end);
+    } else {
+      const Index whole = checked_mul(oc_last - oc_first - 1, distinct_taps_total(), "non-zero count");
+      per_input_channel = checked_add(checked_add(distinct_taps_between(head_begin, output_spatial),
+                                                  distinct_taps_between(0, tail_end), "non-zero count"),
+                                      whole, "non-zero count");
+    }
+    return checked_mul(per_input_channel, in_per_group(), "non-zero count");
+  }
+
  private:
   template <int D>
   void append_taps(const std::array<const Index*, Rank>& sources, Index offset, Index tap,
@@ -861,7 +936,7 @@ void check_index_tables(const std::array<Index, Rank>& output_size, const std::a
   const std::size_t per_entry = 2 * sizeof(Index), floor = std::size_t{64} << 20, limit = max_dense_bytes();
   const auto n = static_cast<std::size_t>(entries);
   if (n > floor / per_entry && n > limit / per_entry)
-    fail("the index tables would need ", entries, " entries of ", per_entry,
+    fail_memory("the index tables would need ", entries, " entries of ", per_entry,
          " bytes (output_size=", output_size, ", kernel_size=", kernel_size,
          "), more than max_dense_bytes() = ", limit, "; raise it with set_max_dense_bytes()");
 }
@@ -1293,6 +1368,9 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   check_row_range(row_begin, row_end, g.output_numel());
   check_storage_index<StorageIndex>(g.input_numel(), "the column count");
   check_storage_index<StorageIndex>(row_end - row_begin, "the row count");
+  // The exact count, per axis, before anything is allocated or a row counted.
+  const Index predicted = g.nonzeros_between(row_begin, row_end);
+  check_storage_index<StorageIndex>(predicted, "the non-zero count");
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
 
   SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
@@ -1306,10 +1384,10 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   Index nonzeros = 0;
   outer[0] = 0;
   for (Index i = 1; i <= row_end - row_begin; ++i) {
-    nonzeros += outer[i];
-    check_storage_index<StorageIndex>(nonzeros, "the non-zero count");
+    nonzeros += outer[i];  // <= predicted, which fits
     outer[i] = static_cast<StorageIndex>(nonzeros);
   }
+  CONVMAT_ASSERT(nonzeros == predicted, "sparse rows hold the predicted non-zero count");
   t.resizeNonZeros(nonzeros);
   StorageIndex* inner = t.innerIndexPtr();
   Scalar* values = t.valuePtr();
@@ -1432,6 +1510,13 @@ struct AvgPoolSpec {
     detail::require_non_negative<Rank>(end, "padding_end");
     if (divisor_override && *divisor_override <= 0)
       detail::fail("divisor_override must be positive: divisor_override=", *divisor_override);
+    if constexpr (Rank == 3) {  // F.avg_pool3d also wants the input, unpadded, at least the kernel
+      for (int d = 0; d < Rank; ++d)
+        if (input_size[d] < kernel_size[d])
+          detail::fail("input smaller than kernel size: input_size=", input_size, ", kernel_size=", kernel_size,
+                       " (3-D average pooling needs input_size >= kernel_size in every dimension, as "
+                       "PyTorch's avg_pool3d)");
+    }
     std::array<Index, Rank> out{};
     for (int d = 0; d < Rank; ++d) {
       if (2 * begin[d] > kernel_size[d] || 2 * end[d] > kernel_size[d])
@@ -1879,20 +1964,92 @@ class MatrixFreeBase : public Eigen::EigenBase<Derived> {
   }
 };
 
-/// dst += alpha * A * rhs, column by column through A.apply().
+/// Whether the memory an Eigen expression with direct access spans
+/// overlaps that of another: then writing one changes what the other reads.
+template <class A, class B>
+bool overlaps(const A& a, const B& b) {
+  const auto extent = [](const auto& x) -> Index {
+    if (x.size() == 0) return 0;
+    return (x.outerSize() - 1) * x.outerStride() + (x.innerSize() - 1) * x.innerStride() + 1;
+  };
+  const auto* a_begin = reinterpret_cast<const char*>(a.data());
+  const auto* b_begin = reinterpret_cast<const char*>(b.data());
+  const auto* a_end = reinterpret_cast<const char*>(a.data() + extent(a));
+  const auto* b_end = reinterpret_cast<const char*>(b.data() + extent(b));
+  return a_begin < b_end && b_begin < a_end;
+}
+
+/// Whether every column of an expression of this type is one contiguous
+/// array in memory at compile time (a vector, or column-major storage with
+/// direct access); innerStride() == 1 is still to be checked at run time.
+template <class Xpr>
+inline constexpr bool has_contiguous_columns =
+    (Eigen::internal::traits<Xpr>::Flags & Eigen::DirectAccessBit) != 0 &&
+    (Xpr::ColsAtCompileTime == 1 || (Eigen::internal::traits<Xpr>::Flags & Eigen::RowMajorBit) == 0);
+
+/// The products of a matrix-free operator with a dense vector or matrix,
+/// every assignment form Eigen has (=, +=, -=, alpha * ...), through
+/// Operator::apply_batch(x, x_stride, y, y_stride, batch). Correct whatever
+/// the destination shares with the right-hand side: `x = op * x`,
+/// `x.noalias() = op * x` and `X = op * X` read the right-hand side before
+/// anything of the destination is written. (Eigen's AliasFreeProduct
+/// promises no aliasing, and its default evalTo zeroes the destination
+/// first: the documented matrix-free recipe returns zeros for x = op * x.)
 template <class Operator>
 struct MatrixFreeProduct {
+  using Scalar = typename Operator::Scalar;
+
+  /// Calls f(pointer, outer stride) with the right-hand side as contiguous
+  /// columns: the expression itself when it is laid out so and shares no
+  /// memory with `dst`, else a copy evaluated before dst is touched.
+  template <class Dest, class Rhs, class F>
+  static void with_columns(const Dest& dst, const Rhs& rhs, F&& f) {
+    if constexpr (has_contiguous_columns<Rhs>) {
+      bool direct = rhs.innerStride() == 1;
+      if constexpr ((Eigen::internal::traits<Dest>::Flags & Eigen::DirectAccessBit) != 0)
+        direct = direct && !overlaps(dst, rhs);
+      else
+        direct = false;  // a destination we cannot see into may alias: copy
+      if (direct) return f(rhs.data(), rhs.cols() > 1 ? rhs.outerStride() : rhs.rows());
+    }
+    const Matrix<Scalar> copy = rhs;
+    f(copy.data(), copy.rows());
+  }
+
+  /// dst = A * rhs.
+  template <class Dest, class Rhs>
+  static void eval_to(Dest& dst, const Operator& op, const Rhs& rhs) {
+    bool into_dst = false;
+    if constexpr (has_contiguous_columns<Dest>) into_dst = dst.innerStride() == 1;
+    with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) {
+      if (into_dst) {
+        if constexpr (has_contiguous_columns<Dest>)
+          op.apply_batch(x, x_stride, dst.data(), dst.cols() > 1 ? dst.outerStride() : dst.rows(), rhs.cols());
+      } else {
+        Matrix<Scalar> y(op.rows(), rhs.cols());
+        op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols());
+        dst = y;
+      }
+    });
+  }
+
+  /// dst += alpha * A * rhs.
   template <class Dest, class Rhs, class Alpha>
   static void scale_and_add(Dest& dst, const Operator& op, const Rhs& rhs, const Alpha& alpha) {
-    using Scalar = typename Operator::Scalar;
-    Vector<Scalar> x(op.cols()), y(op.rows());
-    for (Index j = 0; j < rhs.cols(); ++j) {
-      x = rhs.col(j);
-      op.apply(x.data(), y.data());
-      dst.col(j) += alpha * y;
-    }
+    Matrix<Scalar> y(op.rows(), rhs.cols());
+    with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) { op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols()); });
+    dst += alpha * y;
   }
 };
+
+/// y[:, j] = A x[:, j] for `batch` contiguous columns (strides between
+/// columns x_stride and y_stride), one apply() per column: the batch
+/// product of an operator whose apply() takes one sample.
+template <class Operator, class Scalar>
+void apply_each_column(const Operator& op, const Scalar* x, Index x_stride, Scalar* y, Index y_stride,
+                       Index batch) {
+  for (Index j = 0; j < batch; ++j) op.apply(x + j * x_stride, y + j * y_stride);
+}
 
 /// The most an operator spends on keeping every position's taps (beyond
 /// it, products find them as they go, with detail::forward / adjoint).
@@ -1957,6 +2114,13 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// T^H as an operator: the transpose with conjugated weights.
   ConvOperator adjoint() const {
     return ConvOperator(state_, !transposed_, Eigen::NumTraits<Scalar>::IsComplex && !conjugated_);
+  }
+
+  /// Y = op X for `batch` samples: column j of X starts at x + j *
+  /// x_stride (cols() contiguous entries), of Y at y + j * y_stride (rows()
+  /// entries, overwritten; no overlap with X). What `op * X` runs.
+  void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
+    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
   }
 
   /// y = op x for one sample: x has cols() contiguous entries, y rows();
@@ -2031,6 +2195,11 @@ class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, 
   /// The ConvOperator T it is the normal operator of.
   const ConvOperator<Scalar, Rank>& conv() const { return op_; }
 
+  /// Y = (T^H T + lambda I) X for `batch` columns (see ConvOperator::apply_batch).
+  void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
+    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
+  }
+
   /// y = (T^H T + lambda I) x for one contiguous vector (no overlap).
   void apply(const Scalar* x, Scalar* y) const {
     detail::Vector<Scalar> t(op_.rows());
@@ -2091,6 +2260,11 @@ class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarTy
     return stacked;
   }
 
+  /// Y = A X for `batch` columns (see ConvOperator::apply_batch).
+  void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
+    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
+  }
+
   /// y = A x for one contiguous vector (no overlap).
   void apply(const Scalar* x, Scalar* y) const {
     using Map = Eigen::Map<detail::Vector<Scalar>>;
@@ -2138,10 +2312,23 @@ struct traits<convmat::TikhonovOperator<Scalar, Rank>> : traits<Eigen::SparseMat
       : generic_product_impl_base<Operator<Scalar, Rank>, Rhs,                                             \
                                   generic_product_impl<Operator<Scalar, Rank>, Rhs, SparseShape,           \
                                                        DenseShape, ProductType>> {                         \
+    using Impl = convmat::detail::MatrixFreeProduct<Operator<Scalar, Rank>>;                               \
+    template <class Dest>                                                                                  \
+    static void evalTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs) {                     \
+      Impl::eval_to(dst, lhs, rhs);                                                                        \
+    }                                                                                                      \
+    template <class Dest>                                                                                  \
+    static void addTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs) {                      \
+      Impl::scale_and_add(dst, lhs, rhs, Scalar(1));                                                       \
+    }                                                                                                      \
+    template <class Dest>                                                                                  \
+    static void subTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs) {                      \
+      Impl::scale_and_add(dst, lhs, rhs, Scalar(-1));                                                      \
+    }                                                                                                      \
     template <class Dest>                                                                                  \
     static void scaleAndAddTo(Dest& dst, const Operator<Scalar, Rank>& lhs, const Rhs& rhs,                \
                               const typename Product<Operator<Scalar, Rank>, Rhs>::Scalar& alpha) {        \
-      convmat::detail::MatrixFreeProduct<Operator<Scalar, Rank>>::scale_and_add(dst, lhs, rhs, alpha);     \
+      Impl::scale_and_add(dst, lhs, rhs, alpha);                                                           \
     }                                                                                                      \
   };
 
@@ -2171,8 +2358,7 @@ struct MatrixSize {
 template <class Spec>
 Index conv_matrix_nonzeros(const Spec& spec) {
   const auto g = detail::geometry(spec);
-  return detail::checked_mul(detail::checked_mul(g.out_channels, g.in_per_group(), "non-zero count"),
-                             g.distinct_taps_total(), "non-zero count");
+  return g.nonzeros_between(0, g.output_numel());
 }
 
 /// Rows, columns, non-zeros and the bytes of the dense and sparse forms of

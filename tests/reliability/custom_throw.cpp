@@ -56,6 +56,16 @@ int main() {
     threw = true;
   }
   check(threw, "wrong weights throw the user's exception");
+  threw = false;
+  const auto saved = convmat::max_dense_bytes();
+  convmat::set_max_dense_bytes(100);
+  try {
+    convmat::conv_matrix(spec, w);  // 4 x 16 floats: 256 bytes
+  } catch (const app::layer_error& e) {
+    threw = std::string(e.what()).find("more than max_dense_bytes() = 100") != std::string::npos;
+  }
+  convmat::set_max_dense_bytes(saved);
+  check(threw, "the memory guard throws the user's exception too");
   std::printf("%s (%ld internal checks)\n", failures ? "custom CONVMAT_THROW: FAILED" : "custom CONVMAT_THROW: ok",
               app::internal_checks);
   return failures ? 1 : 0;

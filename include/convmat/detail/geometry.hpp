@@ -176,6 +176,49 @@ struct Geometry {
     return total;
   }
 
+  /// distinct_taps_at(p) summed over the positions [p_begin, p_end), without
+  /// listing a tap: each axis's counts once, then one product per position.
+  Index distinct_taps_between(Index p_begin, Index p_end) const {
+    if (p_begin >= p_end) return 0;
+    if (p_begin == 0 && p_end == output_spatial) return distinct_taps_total();
+    std::array<std::vector<Index>, Rank> counts;
+    for (int d = 0; d < Rank; ++d) {
+      counts[d].resize(static_cast<std::size_t>(axes[d].output()));
+      for (Index o = 0; o < axes[d].output(); ++o) counts[d][static_cast<std::size_t>(o)] = axes[d].distinct_sources(o);
+    }
+    auto o = output_coordinates(p_begin);
+    Index total = 0;
+    for (Index p = p_begin; p < p_end; ++p) {
+      Index n = 1;
+      for (int d = 0; d < Rank; ++d) n *= counts[d][static_cast<std::size_t>(o[d])];  // <= kernel_numel
+      total = checked_add(total, n, "non-zero count");
+      for (int d = Rank - 1; d >= 0; --d) {  // next position
+        if (++o[d] < output_size[d]) break;
+        o[d] = 0;
+      }
+    }
+    return total;
+  }
+
+  /// The structural non-zeros of rows [row_begin, row_end) of the matrix
+  /// (row = out_channel * output_spatial + position), exactly, before
+  /// anything is built: what conv_matrix_sparse_rows will store.
+  Index nonzeros_between(Index row_begin, Index row_end) const {
+    if (row_begin >= row_end) return 0;
+    const Index oc_first = row_begin / output_spatial, oc_last = (row_end - 1) / output_spatial;
+    const Index head_begin = row_begin % output_spatial, tail_end = (row_end - 1) % output_spatial + 1;
+    Index per_input_channel = 0;
+    if (oc_first == oc_last) {
+      per_input_channel = distinct_taps_between(head_begin, tail_end);
+    } else {
+      const Index whole = checked_mul(oc_last - oc_first - 1, distinct_taps_total(), "non-zero count");
+      per_input_channel = checked_add(checked_add(distinct_taps_between(head_begin, output_spatial),
+                                                  distinct_taps_between(0, tail_end), "non-zero count"),
+                                      whole, "non-zero count");
+    }
+    return checked_mul(per_input_channel, in_per_group(), "non-zero count");
+  }
+
  private:
   template <int D>
   void append_taps(const std::array<const Index*, Rank>& sources, Index offset, Index tap,
@@ -267,7 +310,7 @@ void check_index_tables(const std::array<Index, Rank>& output_size, const std::a
   const std::size_t per_entry = 2 * sizeof(Index), floor = std::size_t{64} << 20, limit = max_dense_bytes();
   const auto n = static_cast<std::size_t>(entries);
   if (n > floor / per_entry && n > limit / per_entry)
-    fail("the index tables would need ", entries, " entries of ", per_entry,
+    fail_memory("the index tables would need ", entries, " entries of ", per_entry,
          " bytes (output_size=", output_size, ", kernel_size=", kernel_size,
          "), more than max_dense_bytes() = ", limit, "; raise it with set_max_dense_bytes()");
 }
