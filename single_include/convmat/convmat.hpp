@@ -28,8 +28,16 @@
 // CONVMAT_THROW_MEMORY(message) reports a size the memory guard refuses
 // (max_dense_bytes()). By default it throws convmat::memory_limit_error, a
 // spec_error; where CONVMAT_THROW is user-defined it calls that instead.
+//
+// CONVMAT_THROW_CONVERGENCE(message) reports an iteration (the Lanczos
+// singular values) that did not reach its tolerance where the caller asked
+// for the values alone. By default it throws convmat::convergence_error;
+// where CONVMAT_THROW is user-defined it calls that instead.
 #if !defined(CONVMAT_THROW_MEMORY) && defined(CONVMAT_THROW)
 #define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
+#if !defined(CONVMAT_THROW_CONVERGENCE) && defined(CONVMAT_THROW)
+#define CONVMAT_THROW_CONVERGENCE(message) CONVMAT_THROW(message)
 #endif
 #ifndef CONVMAT_THROW
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
@@ -49,6 +57,13 @@
 #define CONVMAT_THROW_MEMORY(message) throw ::convmat::memory_limit_error(message)
 #else
 #define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
+#endif
+#ifndef CONVMAT_THROW_CONVERGENCE
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define CONVMAT_THROW_CONVERGENCE(message) throw ::convmat::convergence_error(message)
+#else
+#define CONVMAT_THROW_CONVERGENCE(message) CONVMAT_THROW(message)
 #endif
 #endif
 
@@ -120,6 +135,16 @@ class memory_limit_error : public spec_error {
   explicit memory_limit_error(const std::string& message) : spec_error(message) {}
 };
 
+/// Thrown when an iterative method did not reach the tolerance asked of it
+/// within its budget of products, where the caller asked for the result
+/// alone (singular_values(spec, weight, k)); the message gives the
+/// tolerance, the residual reached and the products spent. Not a
+/// spec_error: the layer is fine, the budget was not.
+class convergence_error : public std::runtime_error {
+ public:
+  explicit convergence_error(const std::string& message) : std::runtime_error(message) {}
+};
+
 namespace detail {
 
 template <class T>
@@ -146,6 +171,13 @@ std::string message(const Parts&... parts) {
 template <class... Parts>
 [[noreturn]] void fail(const Parts&... parts) {
   CONVMAT_THROW(message("convmat: ", parts...));
+  std::abort();  // reached only if a user-defined CONVMAT_THROW returns
+}
+
+/// Throws convergence_error with "convmat: " and the joined parts.
+template <class... Parts>
+[[noreturn]] void fail_convergence(const Parts&... parts) {
+  CONVMAT_THROW_CONVERGENCE(message("convmat: ", parts...));
   std::abort();  // reached only if a user-defined CONVMAT_THROW returns
 }
 
@@ -1037,6 +1069,12 @@ namespace detail {
 inline constexpr const char* conv_weight_layout = "(out_channels, in_channels / groups, kernel...)";
 inline constexpr const char* transpose_weight_layout = "(in_channels, out_channels / groups, kernel...)";
 
+/// How a layer's weights are laid out, for messages.
+template <int Rank>
+constexpr const char* weight_layout(const ConvSpec<Rank>&) { return conv_weight_layout; }
+template <int Rank>
+constexpr const char* weight_layout(const ConvTransposeSpec<Rank>&) { return transpose_weight_layout; }
+
 /// Writes rows [row_begin, row_end) of the geometry's matrix into `out`:
 /// entry (r, c) goes to out[(r - row_begin) * row_stride + c * col_stride].
 /// With zero_rows (row-major, col_stride 1) each row is zeroed just before
@@ -1144,9 +1182,7 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   const Index rows = spec.output_numel(), cols = spec.input_numel();
-  (void)detail::weight_view(weight, spec.weight_numel(),  // checked before the allocation
-                            std::is_same_v<Spec, ConvSpec<Spec::rank>> ? detail::conv_weight_layout
-                                                                      : detail::transpose_weight_layout);
+  (void)detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec));  // before the allocation
   detail::check_dense_size(detail::checked_add(rows, 1, "the affine matrix's rows"),
                            detail::checked_add(cols, 1, "the affine matrix's columns"), sizeof(Scalar),
                            "the affine matrix");
@@ -2382,104 +2418,60 @@ MatrixSize matrix_size(const Spec& spec) {
 }  // namespace convmat
 
 // ---- convmat/spectral.hpp ----------------------------------------------------
-// Singular values of T. spectral_norm: the largest, by power iteration on
-// the matrix-free operator, for any layer. singular_values: all of them —
-// exactly and fast through the FFT when T is block-circulant (circular
-// padding, stride 1, output size equal to input size: per frequency, the
-// singular values of one small C_out x C_in matrix, after Sedghi, Gupta and
-// Long, "The Singular Values of Convolutional Layers", ICLR 2019), and
-// through an SVD of the dense matrix otherwise.
+// Singular values of T, for layers of any size:
 //
-// The SVD (of the dense matrix, and of each frequency's small matrix) is
+//   - spectral_norm: the largest, by block Golub-Kahan-Lanczos on the
+//     matrix-free operator (detail/lanczos.hpp), with the residual reached;
+//   - singular_values(spec, w, k): the k largest, the same way — or exactly
+//     by the FFT when T is block-circulant;
+//   - singular_values(spec, w): all of them, exactly by the FFT when T is
+//     block-circulant, else by an SVD of the dense matrix (detail/svd.hpp);
+//   - spectral_norm_bound: a certified bracket lower <= ||T||_2 <= upper for
+//     every padding mode and stride, the upper bound by the FFT of the
+//     circulant layer T is a piece of (detail/circulant.hpp).
+
+// ---- convmat/detail/circulant.hpp --------------------------------------------
+// A layer seen through the FFT. Every convolution layer is a piece of a
+// block-circulant one:
+//
+//     T = R C E P,
+//
+// where P pads the input as the padding mode says (zeros: an isometric
+// embedding), E embeds the padded signal into a periodic grid, C is a
+// circular convolution on that grid, and R keeps the outputs the layer has.
+// A stride s becomes s^d interleaved "phase" channels (the polyphase
+// split: padded position m is phase m mod s at grid position m div s), so C
+// has stride 1 and the FFT block-diagonalises it: per frequency f, one
+// small matrix M_f (C_out / groups x C_in / groups * s^d per group), and
+// the singular values of C are those of all the M_f together (Sedghi,
+// Gupta and Long, "The Singular Values of Convolutional Layers", ICLR 2019).
+// E and R have norm at most 1, so ||T|| <= ||P|| * max_f ||M_f||, and ||P||
+// is a product over axes of per-axis norms. Circular padding whose strides
+// divide the input needs no P: the input is already periodic; when the
+// output then covers the whole grid, R is the identity and C's values are
+// exactly T's.
+
+#include <unsupported/Eigen/FFT>
+#include <complex>
+
+// ---- convmat/detail/svd.hpp --------------------------------------------------
+// Singular values of a small dense matrix, right on repeated values.
+//
 // Householder bidiagonalisation followed by the eigenvalues of the
 // Golub-Kahan tridiagonal matrix by symmetric QR, LAPACK's way without
 // vectors. Not Eigen's BDCSVD: convolution matrices have highly repeated
-// singular values (every symmetry of the layer repeats them), and there
-// Eigen 3.4.0's BDCSVD returns wrong values — for the circular 1-channel
-// layer input (5, 7), kernel (1, 3), dilation (3, 1), padding (0, 1),
-// weights (0.3, -0.7, 0.2), off by 0.11 where the largest is 1.15
+// singular values (every symmetry of a layer repeats them), and there Eigen
+// 3.4.0's BDCSVD returns wrong values — for the circular 1-channel layer
+// input (5, 7), kernel (1, 3), dilation (3, 1), padding (0, 1), weights
+// (0.3, -0.7, 0.2), off by 0.11 where the largest is 1.15
 // (tests/test_spectral.cpp keeps that case). Not JacobiSVD either: right,
 // but 250 times slower at 1024 x 1024.
 
 #include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
-#include <unsupported/Eigen/FFT>
-#include <complex>
 #include <functional>
-#include <random>
 
-namespace convmat {
-
-/// How spectral_norm iterates.
-struct SpectralNormOptions {
-  /// Stop when |T^H T v - mu v| <= tolerance * mu for the unit vector v and
-  /// its Rayleigh quotient mu = |T v|^2 (mu is then accurate to about
-  /// tolerance^2), or when mu has stalled: it grew by at most tolerance^2 *
-  /// mu in one step (close singular values slow the vector down long after
-  /// the value has settled). 0 (the default) means sqrt(epsilon) of the
-  /// scalar's real type: 1.5e-8 for double, 3.5e-4 for float.
-  double tolerance = 0;
-  /// The most products with T^H T before giving up (converged = false).
-  Index max_iterations = 1000;
-  /// Seed of the random start vector; the result is deterministic.
-  std::uint64_t seed = 2019;
-};
-
-/// What spectral_norm found.
-template <class Real>
-struct SpectralNorm {
-  Real value = 0;          ///< the estimate of the largest singular value (never above it, up to rounding)
-  bool converged = false;  ///< whether the tolerance was met within max_iterations
-  Index iterations = 0;    ///< products with T^H T performed
-};
-
-namespace detail {
-
-template <class Scalar>
-void fill_random(Vector<Scalar>& v, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal;
-  for (Index i = 0; i < v.size(); ++i) {
-    if constexpr (Eigen::NumTraits<Scalar>::IsComplex)
-      v(i) = Scalar(normal(rng), normal(rng));
-    else
-      v(i) = static_cast<Scalar>(normal(rng));
-  }
-}
-
-/// Power iteration on T^H T for any ConvOperator.
-template <class Scalar, int Rank>
-SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> power_iteration(const ConvOperator<Scalar, Rank>& op,
-                                                                      const SpectralNormOptions& options) {
-  using Real = typename Eigen::NumTraits<Scalar>::Real;
-  if (!(options.tolerance >= 0) || options.max_iterations < 1)
-    fail("spectral_norm: tolerance must be non-negative and max_iterations positive: tolerance=",
-         options.tolerance, ", max_iterations=", options.max_iterations);
-  const Real tolerance = options.tolerance > 0 ? static_cast<Real>(options.tolerance)
-                                               : std::sqrt(Eigen::NumTraits<Real>::epsilon());
-  const auto adjoint = op.adjoint();
-  Vector<Scalar> v(op.cols()), u(op.rows()), z(op.cols());
-  fill_random(v, options.seed);
-  v.normalize();
-  SpectralNorm<Real> result;
-  Real previous = -1;
-  while (result.iterations < options.max_iterations) {
-    ++result.iterations;
-    op.apply(v.data(), u.data());
-    adjoint.apply(u.data(), z.data());
-    const Real mu = u.squaredNorm();  // Rayleigh quotient v^H T^H T v
-    result.value = std::sqrt(mu);
-    const Real z_norm = z.norm();
-    if (z_norm == Real(0) ||  // T v = 0: T is zero (a random v is in no smaller null space)
-        (z - mu * v).norm() <= tolerance * mu || std::abs(mu - previous) <= tolerance * tolerance * mu) {
-      result.converged = true;
-      break;
-    }
-    previous = mu;
-    v = z / z_norm;
-  }
-  return result;
-}
+namespace convmat::detail {
 
 /// All singular values of `a`, descending: Householder bidiagonalisation
 /// B = U^H a V, then the eigenvalues +-sigma of the Golub-Kahan tridiagonal
@@ -2511,15 +2503,179 @@ Vector<typename Eigen::NumTraits<Scalar>::Real> svd_values(Matrix<Scalar> a) {
   return eigen.eigenvalues().tail(n).reverse().cwiseMax(Work(0)).template cast<Real>();
 }
 
-/// Whether the convolution `g` is block-circulant: circular padding,
-/// stride 1 and output size equal to input size in every axis. Then output
-/// o reads input (o + s_k) mod N through tap k, with s_k what output 0 reads.
+/// The largest singular value of `a`: the square root of the largest
+/// eigenvalue of its smaller Gram matrix (a^H a or a a^H), by symmetric QR.
+template <class Scalar>
+typename Eigen::NumTraits<Scalar>::Real largest_svd_value(const Matrix<Scalar>& a) {
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  if (a.size() == 0) return Real(0);
+  const Matrix<Scalar> gram = a.rows() < a.cols() ? Matrix<Scalar>(a * a.adjoint()) : Matrix<Scalar>(a.adjoint() * a);
+  if (gram.rows() == 1) return std::sqrt(std::max(Real(0), std::real(gram(0, 0))));
+  Eigen::SelfAdjointEigenSolver<Matrix<Scalar>> eigen(gram, Eigen::EigenvaluesOnly);
+  if (eigen.info() != Eigen::Success)
+    fail("singular_values: the symmetric QR iteration did not converge on a ", gram.rows(), " x ", gram.cols(),
+         " Gram matrix");
+  return std::sqrt(std::max(Real(0), eigen.eigenvalues()(gram.rows() - 1)));
+}
+
+template <class Real>
+Vector<Real> sorted_descending(Vector<Real> values) {
+  std::sort(values.data(), values.data() + values.size(), std::greater<Real>());
+  return values;
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/detail/circulant.hpp (continued) --------------------------------
+namespace convmat::detail {
+
+/// One spatial axis of a convolution, as the circulant model needs it.
+struct ConvAxis {
+  Index input = 0, output = 0, kernel = 0, stride = 1, dilation = 1, pad_begin = 0, pad_end = 0;
+  PaddingMode mode = PaddingMode::zeros;
+};
+
+/// The axes of a convolution.
 template <int Rank>
-bool block_circulant(const Geometry<Rank>& g, const ConvSpec<Rank>& spec) {
-  if (g.mode != PaddingMode::circular) return false;
+std::array<ConvAxis, Rank> conv_axes(const ConvSpec<Rank>& spec) {
+  const auto out = spec.output_size(), begin = spec.pad_begin(), end = spec.pad_end();
+  std::array<ConvAxis, Rank> axes;
   for (int d = 0; d < Rank; ++d)
-    if (spec.stride[d] != 1 || g.output_size[d] != g.input_size[d]) return false;
-  return true;
+    axes[d] = {spec.input_size[d], out[d], spec.kernel_size[d], spec.stride[d], spec.dilation[d], begin[d], end[d],
+               spec.padding_mode};
+  return axes;
+}
+
+/// The axes of the convolution a transposed layer is the adjoint of: it
+/// reads the transposed layer's output, with zero padding.
+template <int Rank>
+std::array<ConvAxis, Rank> conv_axes(const ConvTransposeSpec<Rank>& spec) {
+  const auto out = spec.output_size();
+  std::array<ConvAxis, Rank> axes;
+  for (int d = 0; d < Rank; ++d) {
+    // The padded extent the convolution reads: beyond it, zeros.
+    const Index reach = (spec.input_size[d] - 1) * spec.stride[d] + spec.dilation[d] * (spec.kernel_size[d] - 1) + 1;
+    const Index end = std::max<Index>(0, reach - spec.padding[d] - out[d]);
+    axes[d] = {out[d], spec.input_size[d], spec.kernel_size[d], spec.stride[d], spec.dilation[d], spec.padding[d],
+               end, PaddingMode::zeros};
+  }
+  return axes;
+}
+
+/// The smallest n' >= n whose prime factors are 2, 3 and 5: a size the FFT
+/// handles fast. Any grid at least as large as the padded signal works.
+inline Index fft_size(Index n) {
+  for (Index m = std::max<Index>(n, 1);; ++m) {
+    Index r = m;
+    for (Index p : {2, 3, 5})
+      while (r % p == 0) r /= p;
+    if (r == 1) return m;
+  }
+}
+
+/// One axis of the circulant model: outputs o < output read, through tap
+/// k, phase phase[k] at grid position (o + shift[k]) mod grid; `norm` is
+/// that of the axis's padding operator P_d; `whole` says R is the identity
+/// on this axis (output == grid, nothing padded: the model is the layer).
+struct CirculantAxis {
+  Index grid = 1, phases = 1, output = 1;
+  std::vector<Index> shift, phase;  // per tap
+  double norm = 1;
+  bool whole = false;
+};
+
+/// The circulant model of one axis (see the file comment).
+inline CirculantAxis circulant_axis(const ConvAxis& a) {
+  CirculantAxis c;
+  c.phases = a.stride;
+  c.output = a.output;
+  c.shift.resize(static_cast<std::size_t>(a.kernel));
+  c.phase.resize(static_cast<std::size_t>(a.kernel));
+  if (a.mode == PaddingMode::circular && a.input % a.stride == 0 && a.output <= a.input / a.stride) {
+    // Already periodic: input (o s + k d - pad_begin) mod D, phase and
+    // position read off the polyphase split of the input itself (every
+    // output its own grid row: output <= D / s).
+    c.grid = a.input / a.stride;
+    for (Index k = 0; k < a.kernel; ++k) {
+      const Index q = k * a.dilation - a.pad_begin;
+      c.shift[static_cast<std::size_t>(k)] = positive_mod(floor_div(q, a.stride), c.grid);
+      c.phase[static_cast<std::size_t>(k)] = positive_mod(q, a.stride);
+    }
+    c.whole = a.output == c.grid;
+    return c;
+  }
+  // The padded signal, long enough for every read and (zeros) every input.
+  const Index reach = (a.output - 1) * a.stride + a.dilation * (a.kernel - 1) + 1;
+  const Index padded = a.mode == PaddingMode::zeros ? std::max(a.pad_begin + a.input, reach)
+                                                     : a.pad_begin + a.input + a.pad_end;
+  c.grid = fft_size((padded + a.stride - 1) / a.stride);
+  for (Index k = 0; k < a.kernel; ++k) {
+    c.shift[static_cast<std::size_t>(k)] = k * a.dilation / a.stride;
+    c.phase[static_cast<std::size_t>(k)] = k * a.dilation % a.stride;
+  }
+  if (a.mode != PaddingMode::zeros) {
+    // P_d has one 1 per row (the input each padded position reads), so
+    // P_d^T P_d is diagonal: its norm is the root of the most reads of one input.
+    std::vector<Index> reads(static_cast<std::size_t>(a.input), 0);
+    for (Index m = 0; m < a.pad_begin + a.input + a.pad_end; ++m)
+      ++reads[static_cast<std::size_t>(padded_source(m - a.pad_begin, a.input, a.mode))];
+    c.norm = std::sqrt(static_cast<double>(*std::max_element(reads.begin(), reads.end())));
+  }
+  return c;
+}
+
+/// A layer as a block-circulant convolution on a grid (see the file
+/// comment): per kernel tap (flat, C order) its flat grid shift and flat
+/// phase; the channels; ||P||; and whether the circulant is the layer.
+template <int Rank>
+struct CirculantModel {
+  std::array<CirculantAxis, Rank> axes;
+  std::array<Index, Rank> grid{};
+  Index grid_numel = 1, phase_numel = 1;
+  Index out_channels = 1, in_channels = 1, groups = 1;
+  std::vector<Index> tap_shift, tap_phase;
+  double padding_norm = 1;
+  bool exact = false;
+
+  Index out_per_group() const { return out_channels / groups; }
+  /// The columns of one frequency's matrix: a group's input channels times the phases.
+  Index columns_per_group() const { return in_channels / groups * phase_numel; }
+};
+
+template <int Rank>
+CirculantModel<Rank> circulant_model(const std::array<ConvAxis, Rank>& axes, Index in_channels, Index out_channels,
+                                     Index groups) {
+  CirculantModel<Rank> m;
+  m.in_channels = in_channels;
+  m.out_channels = out_channels;
+  m.groups = groups;
+  m.exact = true;
+  Index kernel_numel = 1;
+  for (int d = 0; d < Rank; ++d) {
+    m.axes[d] = circulant_axis(axes[d]);
+    m.grid[d] = m.axes[d].grid;
+    m.grid_numel = checked_mul(m.grid_numel, m.grid[d], "FFT grid size");
+    m.phase_numel = checked_mul(m.phase_numel, m.axes[d].phases, "phase count");
+    kernel_numel = checked_mul(kernel_numel, axes[d].kernel, "kernel size");
+    m.padding_norm *= m.axes[d].norm;
+    m.exact = m.exact && m.axes[d].whole;
+  }
+  m.tap_shift.assign(static_cast<std::size_t>(kernel_numel), 0);
+  m.tap_phase.assign(static_cast<std::size_t>(kernel_numel), 0);
+  for (Index tap = 0; tap < kernel_numel; ++tap) {
+    Index rest = tap, shift = 0, phase = 0, grid_stride = 1, phase_stride = 1;
+    for (int d = Rank - 1; d >= 0; --d) {
+      const auto k = static_cast<std::size_t>(rest % axes[d].kernel);
+      rest /= axes[d].kernel;
+      shift += m.axes[d].shift[k] * grid_stride;
+      phase += m.axes[d].phase[k] * phase_stride;
+      grid_stride *= m.grid[d];
+      phase_stride *= m.axes[d].phases;
+    }
+    m.tap_shift[static_cast<std::size_t>(tap)] = shift;
+    m.tap_phase[static_cast<std::size_t>(tap)] = phase;
+  }
+  return m;
 }
 
 /// The multi-dimensional DFT of `data` (C-order, extents `sizes`) in
@@ -2547,54 +2703,632 @@ void fft_in_place(std::complex<Real>* data, const std::array<Index, Rank>& sizes
   }
 }
 
-/// All singular values of a block-circulant convolution, unsorted: for
-/// every group and frequency f, those of the (C_out / groups) x (C_in /
-/// groups) matrix M_f[a, b] = DFT of the (a, b) kernel, wrapped onto the
-/// input grid at the shifts the geometry gives output 0, at f.
+inline constexpr const char* spectra_hint =
+    "use the Lanczos estimates instead (singular_values(spec, weight, k), spectral_norm), or raise the limit with "
+    "set_max_dense_bytes()";
+
+/// The bytes FrequencyMatrices holds for a model (SIZE_MAX if it overflows).
 template <int Rank, class Scalar>
-Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const Geometry<Rank>& g, const Scalar* w) {
-  using Real = typename Eigen::NumTraits<Scalar>::Real;
+std::size_t spectra_bytes(const CirculantModel<Rank>& m) {
+  using Complex = std::complex<std::common_type_t<typename Eigen::NumTraits<Scalar>::Real, double>>;
+  const double bytes = static_cast<double>(m.out_channels) * static_cast<double>(m.in_channels / m.groups) *
+                       static_cast<double>(m.phase_numel) * static_cast<double>(m.grid_numel) * sizeof(Complex);
+  return bytes >= static_cast<double>(std::numeric_limits<std::size_t>::max()) ? std::numeric_limits<std::size_t>::max()
+                                                                                 : static_cast<std::size_t>(bytes);
+}
+
+/// Whether circulant_singular_values of the model stays within max_dense_bytes().
+template <class Scalar, int Rank>
+bool circulant_values_fit(const CirculantModel<Rank>& m) {
+  return spectra_bytes<Rank, Scalar>(m) <= max_dense_bytes();
+}
+
+/// The circulant model's frequency matrices, all at once: for every
+/// frequency f (flat over the grid) and group, M_f[a, (c, phase)] = the
+/// DFT at f of output channel a's kernel for input channel c, placed on the
+/// grid at the taps' shifts of that phase. Computed in double (at least):
+/// a float layer's weights are exact in it.
+template <int Rank, class Scalar>
+class FrequencyMatrices {
+ public:
+  using Real = std::common_type_t<typename Eigen::NumTraits<Scalar>::Real, double>;
   using Complex = std::complex<Real>;
-  // The small matrices are decomposed in at least double precision: cheap
-  // at their size, and it keeps float layers off Eigen's complex<float>
-  // SSE paths, which load a complex<float> as a double (UBSan: misaligned).
-  using Work = std::common_type_t<Real, double>;
-  using WorkMatrix = Eigen::Matrix<std::complex<Work>, Eigen::Dynamic, Eigen::Dynamic>;
-  const Index n = g.input_spatial, cog = g.out_per_group(), cig = g.in_per_group(), kn = g.kernel_numel;
-  const Index pairs = g.out_channels * cig;
-  const Index per_frequency = std::min(cog, cig);
-  const Index count = checked_mul(checked_mul(n, g.groups, "singular value count"), per_frequency,
-                                  "singular value count");
+  using Block = Eigen::Matrix<Complex, Eigen::Dynamic, Eigen::Dynamic>;
 
-  // The spectrum of every (output channel, input channel of its group) pair.
-  std::vector<Tap> taps;
-  g.taps_at(0, taps);  // (offset of output 0's input, tap): the shifts
-  std::vector<Complex> spectra(static_cast<std::size_t>(checked_mul(pairs, n, "spectra size")));
-  parallel_chunks(0, pairs, 16, [&](Index begin, Index end) {
-    Eigen::FFT<Real> fft;
-    std::vector<Complex> in, out;
-    for (Index pair = begin; pair < end; ++pair) {
-      Complex* h = spectra.data() + pair * n;
-      const Scalar* w_pair = w + pair * kn;
-      for (const Tap& t : taps) h[t.offset] += Complex(w_pair[t.tap]);
-      fft_in_place<Rank>(h, g.input_size, fft, in, out);
+  FrequencyMatrices(const CirculantModel<Rank>& model, const Scalar* w) : m_(model) {
+    const Index cig = m_.in_channels / m_.groups, kn = static_cast<Index>(m_.tap_shift.size());
+    const Index lines = checked_mul(checked_mul(m_.out_channels, cig, "spectra"), m_.phase_numel, "spectra");
+    check_dense_size(lines, m_.grid_numel, sizeof(Complex), "the FFT spectra for the layer's singular values",
+                     spectra_hint);
+    spectra_.assign(static_cast<std::size_t>(lines * m_.grid_numel), Complex(0));
+    // One line per (output channel, input channel, phase): its taps on the grid, transformed.
+    parallel_chunks(0, m_.out_channels * cig, 16, [&](Index begin, Index end) {
+      Eigen::FFT<Real> fft;
+      std::vector<Complex> in, out;
+      for (Index pair = begin; pair < end; ++pair) {
+        Complex* first = spectra_.data() + pair * m_.phase_numel * m_.grid_numel;
+        for (Index tap = 0; tap < kn; ++tap) {
+          const auto t = static_cast<std::size_t>(tap);
+          first[m_.tap_phase[t] * m_.grid_numel + m_.tap_shift[t]] += Complex(w[pair * kn + tap]);
+        }
+        for (Index phase = 0; phase < m_.phase_numel; ++phase)
+          fft_in_place<Rank>(first + phase * m_.grid_numel, m_.grid, fft, in, out);
+      }
+    });
+  }
+
+  /// Calls f(group, frequency, M) for every group and every frequency in
+  /// [first, last), M = M_f of the group: (C_out / groups) x (C_in / groups
+  /// * phases). The matrices are gathered a run of frequencies at a time,
+  /// so each spectrum is read in contiguous pieces.
+  template <class F>
+  void for_each(Index first, Index last, F&& f) const {
+    constexpr Index run = 32;
+    const Index cog = m_.out_per_group(), cig = m_.in_channels / m_.groups, p = m_.phase_numel;
+    std::vector<Block> blocks(static_cast<std::size_t>(run), Block(cog, cig * p));
+    for (Index group = 0; group < m_.groups; ++group)
+      for (Index begin = first; begin < last; begin += run) {
+        const Index count = std::min(run, last - begin);
+        for (Index a = 0; a < cog; ++a)
+          for (Index c = 0; c < cig; ++c)
+            for (Index phase = 0; phase < p; ++phase) {
+              const Complex* line =
+                  spectra_.data() + ((((group * cog + a) * cig + c) * p + phase) * m_.grid_numel + begin);
+              for (Index i = 0; i < count; ++i) blocks[static_cast<std::size_t>(i)](a, c * p + phase) = line[i];
+            }
+        for (Index i = 0; i < count; ++i) f(group, begin + i, blocks[static_cast<std::size_t>(i)]);
+      }
+  }
+
+  /// The flat index of frequency -f (each coordinate negated modulo its axis).
+  Index negated(Index f) const {
+    Index result = 0, stride = 1;
+    for (int d = Rank - 1; d >= 0; --d) {
+      const Index n = m_.grid[d], fd = f % n;
+      f /= n;
+      result += ((n - fd) % n) * stride;
+      stride *= n;
     }
-  });
+    return result;
+  }
 
-  // Per group and frequency, the singular values of the small matrix.
+  const CirculantModel<Rank>& model() const { return m_; }
+
+ private:
+  const CirculantModel<Rank>& m_;
+  std::vector<Complex> spectra_;
+};
+
+/// All singular values of the circulant model's C (unsorted): those of
+/// every group's M_f at every frequency. T's own when model.exact.
+template <int Rank, class Scalar>
+Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const CirculantModel<Rank>& model,
+                                                                           const Scalar* w) {
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  const Index per_frequency = std::min(model.out_per_group(), model.columns_per_group());
+  const Index count = checked_mul(checked_mul(model.grid_numel, model.groups, "singular value count"),
+                                  per_frequency, "singular value count");
+  check_dense_size(count, 1, sizeof(Real), "the singular values", spectra_hint);
+  const FrequencyMatrices<Rank, Scalar> spectra(model, w);
   Vector<Real> values(count);
-  const Index blocks = g.groups * n;  // block b: group b / n, frequency b % n
-  parallel_chunks(0, blocks, 64, [&](Index begin, Index end) {
-    WorkMatrix m(cog, cig);
-    for (Index b = begin; b < end; ++b) {
-      const Index group = b / n, f = b % n;
-      for (Index a = 0; a < cog; ++a)
-        for (Index c = 0; c < cig; ++c)
-          m(a, c) = std::complex<Work>(spectra[static_cast<std::size_t>(((group * cog + a) * cig + c) * n + f)]);
-      values.segment(b * per_frequency, per_frequency) = svd_values(m).template cast<Real>();
-    }
+  parallel_chunks(0, model.grid_numel, 64, [&](Index begin, Index end) {
+    spectra.for_each(begin, end, [&](Index group, Index f, const auto& m) {
+      values.segment((group * model.grid_numel + f) * per_frequency, per_frequency) =
+          svd_values(m).template cast<Real>();
+    });
   });
   return values;
+}
+
+/// max over groups and frequencies of the largest singular value of M_f:
+/// the norm of the model's C. With real weights M_{-f} is conj(M_f), so
+/// only one of each pair is decomposed.
+template <int Rank, class Scalar>
+double circulant_norm(const CirculantModel<Rank>& model, const Scalar* w) {
+  const FrequencyMatrices<Rank, Scalar> spectra(model, w);
+  std::vector<double> best(static_cast<std::size_t>(model.grid_numel), 0.0);  // per frequency
+  parallel_chunks(0, model.grid_numel, 64, [&](Index begin, Index end) {
+    spectra.for_each(begin, end, [&](Index, Index f, const auto& m) {
+      if (!Eigen::NumTraits<Scalar>::IsComplex && spectra.negated(f) < f) return;  // its conjugate's twin
+      auto& at = best[static_cast<std::size_t>(f)];
+      at = std::max(at, static_cast<double>(largest_svd_value(m)));
+    });
+  });
+  return *std::max_element(best.begin(), best.end());
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/detail/lanczos.hpp ----------------------------------------------
+// The largest singular values of a matrix-free operator A (rows x cols) by
+// block Golub-Kahan-Lanczos bidiagonalisation with full reorthogonalisation
+// and thick restarts (the block form of Baglama and Reichel's augmented
+// implicitly restarted Lanczos bidiagonalisation, "irlba"). It keeps
+//
+//     A P = Q B,    A^H Q = P B^H + N T E^H,
+//
+// with P (cols x s) and Q (rows x s) orthonormal, B = Q^H A P small, and
+// N T (N orthonormal, T upper triangular) what A^H does to Q's last block
+// outside P. The basis grows a block of b columns at a time (b products
+// with A, then b with A^H, through the operator's apply_batch); the
+// singular triplets (sigma, u, v) of B give Ritz triplets (sigma, Q u, P v)
+// of A, exact on one side (A P v = sigma Q u) and off on the other by
+// |T u_last| (u's entries on the last block) — read off the small matrices,
+// no product needed. When the basis is full, the best Ritz vectors are kept
+// and the basis grows again from N. With b >= the multiplicity of a value,
+// repeated and clustered top values converge together, as fast as isolated
+// ones.
+
+#include <random>
+
+namespace convmat::detail {
+
+/// Gaussian random entries (complex: both parts), deterministic in `seed`.
+template <class Derived>
+void fill_random(Eigen::MatrixBase<Derived>& m, std::uint64_t seed) {
+  using Scalar = typename Derived::Scalar;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  for (Index j = 0; j < m.cols(); ++j)
+    for (Index i = 0; i < m.rows(); ++i) {
+      if constexpr (Eigen::NumTraits<Scalar>::IsComplex)
+        m(i, j) = Scalar(normal(rng), normal(rng));
+      else
+        m(i, j) = static_cast<Scalar>(normal(rng));
+    }
+}
+
+/// How a BlockLanczos run goes: the settings, already checked.
+struct LanczosSettings {
+  Index wanted = 1;            ///< how many of the largest singular values
+  double tolerance = 1e-10;    ///< converged when each residual <= tolerance * sigma_1
+  Index max_products = 1000;   ///< products with A (each paired with one with A^H)
+  Index block = 4;             ///< columns added per step
+  Index basis = 40;            ///< the most basis columns before a restart
+  std::uint64_t seed = 2019;   ///< of the random starting block
+  /// A known lower bound on sigma_1 of the whole operator, for runs on a
+  /// deflated part (whose own largest value may be zero): the tolerance
+  /// is relative to the larger of it and the run's own largest value.
+  double scale = 0;
+};
+
+/// What a BlockLanczos run found: the `wanted` largest Ritz values,
+/// descending, their residuals max(|A v - sigma u|, |A^H u - sigma v|)
+/// (measured by products with the final vectors, not estimated), and the
+/// vectors themselves (unit columns u of rows entries, v of cols).
+template <class Scalar>
+struct LanczosResult {
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  Vector<Real> values, residuals;
+  Vector<Real> image_norms;  ///< |A v| of each right vector v: a lower bound on sigma_1 for the first
+  Matrix<Scalar> left, right;
+  bool converged = false;
+  Index products = 0;  ///< with A (as many with A^H), the final check included
+};
+
+/// The block Lanczos bidiagonalisation of one operator, step by step:
+/// expand() grows the basis by a block, ritz() decomposes B, restart()
+/// keeps the best Ritz vectors. run() strings them together.
+template <class Operator>
+class BlockLanczos {
+ public:
+  using Scalar = typename Operator::Scalar;
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  /// B and its SVD are small: decomposed in at least double precision.
+  using Work = std::common_type_t<Real, double>;
+  using WorkScalar = std::conditional_t<Eigen::NumTraits<Scalar>::IsComplex, std::complex<Work>, Work>;
+  using WorkMatrix = Eigen::Matrix<WorkScalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  /// The iteration on `a`, or, with locked singular vectors (columns of
+  /// `locked_left`, rows x l, and `locked_right`, cols x l), on the part of
+  /// `a` orthogonal to them: every basis vector is kept orthogonal to the
+  /// locked ones, so what it finds are other singular triplets.
+  BlockLanczos(const Operator& a, const LanczosSettings& settings, Matrix<Scalar> locked_left = {},
+               Matrix<Scalar> locked_right = {})
+      : a_(a), adjoint_(a.adjoint()), settings_(settings), rows_(a.rows()), cols_(a.cols()),
+        locked_left_(std::move(locked_left)), locked_right_(std::move(locked_right)) {
+    space_ = std::min(rows_, cols_) - locked_right_.cols();
+    basis_ = std::min(std::max(settings.basis, settings.wanted + settings.block), space_);
+    block_ = std::max<Index>(1, std::min(settings.block, basis_));
+    p_.resize(cols_, basis_ + block_);
+    q_.resize(rows_, basis_);
+    b_ = WorkMatrix::Zero(basis_, basis_);
+    // The starting block: random, orthonormal.
+    auto start = p_.leftCols(block_);
+    fill_random(start, settings.seed);
+    next_ = orthonormalise(p_, 0, block_, nullptr, locked_right_);
+  }
+
+  /// Runs until the wanted values have converged, max_products is spent or
+  /// the space is exhausted (then B's values are exact).
+  LanczosResult<Scalar> run() {
+    const Index wanted = std::min(settings_.wanted, space_);
+    for (;;) {
+      if (s_ + next_ > basis_) restart(kept(wanted));
+      if (next_ == 0) break;  // A^H Q lies in P: the Ritz values are exact
+      expand();
+      ritz();
+      if (estimated_converged(wanted) || products_ >= settings_.max_products) break;
+    }
+    return finish(wanted);
+  }
+
+ private:
+  /// Orthonormalises columns [first, first + count) of `m` against the
+  /// `locked` columns, its columns before `first` and each other
+  /// (classical Gram-Schmidt, twice), in place. The coefficients on m's
+  /// columns go to coefficients(0 .. first + count, column) when given. A
+  /// column left (near) zero — the space it would add is already spanned —
+  /// is replaced by a random direction with coefficient 0, or dropped when
+  /// the space is full. Returns how many columns stand (they stay first).
+  template <class Basis>
+  Index orthonormalise(Basis& m, Index first, Index count, WorkMatrix* coefficients, const Matrix<Scalar>& locked,
+                       Index coefficient_column = 0) {
+    const Index dimension = m.rows() - locked.cols();
+    const auto project_out_locked = [&](auto& v) {
+      if (locked.cols() > 0) v -= locked * (locked.adjoint() * v).eval();
+    };
+    Index kept = 0;
+    std::uint64_t replacements = 0;
+    for (Index c = 0; c < count; ++c) {
+      const Index at = first + kept;
+      if (at != first + c) m.col(at) = m.col(first + c);
+      auto v = m.col(at);
+      const Real before = v.norm();
+      Vector<Scalar> h = Vector<Scalar>::Zero(at);
+      for (int pass = 0; pass < 2; ++pass) {
+        project_out_locked(v);
+        if (at == 0) continue;
+        const Vector<Scalar> g = m.leftCols(at).adjoint() * v;
+        v.noalias() -= m.leftCols(at) * g;
+        h += g;
+      }
+      const Real after = v.norm();
+      // Below this, what remains is rounding of what was already spanned.
+      const Real floor = Real(64) * Eigen::NumTraits<Real>::epsilon() * std::max(before, scale_);
+      if (coefficients) {
+        auto column = coefficients->col(coefficient_column + c);
+        column.head(at) = h.template cast<WorkScalar>();
+      }
+      if (after > floor) {
+        v /= after;
+        if (coefficients) (*coefficients)(at, coefficient_column + c) = WorkScalar(after);
+        ++kept;
+        continue;
+      }
+      if (at >= dimension) continue;  // the space is full: drop the column
+      // Breakdown: carry on in a random direction the basis does not span.
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        fill_random(v, settings_.seed + 7919 * (++replacements) + static_cast<std::uint64_t>(at));
+        for (int pass = 0; pass < 2; ++pass) {
+          project_out_locked(v);
+          if (at > 0) v -= m.leftCols(at) * (m.leftCols(at).adjoint() * v).eval();
+        }
+        const Real norm = v.norm();
+        if (norm > Real(0.5)) {
+          v /= norm;
+          ++kept;
+          break;
+        }
+      }
+    }
+    return kept;
+  }
+
+  /// Grows P and Q by the pending block N: Q's new block from A N, B's new
+  /// columns from the projections, and the next N T from A^H of Q's block.
+  void expand() {
+    const Index width = next_;
+    // Q's block: A N, orthonormalised against Q; the projections are B's columns.
+    a_.apply_batch(p_.col(s_).data(), cols_, q_.col(s_).data(), rows_, width);
+    products_ += width;
+    for (Index c = 0; c < width; ++c) scale_ = std::max(scale_, q_.col(s_ + c).norm());
+    b_.middleCols(s_, width).setZero();
+    const Index q_kept = orthonormalise(q_, s_, width, &b_, locked_left_, s_);
+    // The space of Q is full only when rows < width + s; keep P and Q square.
+    const Index added = std::min(width, q_kept);
+    last_ = added;
+    s_ += added;
+    // N T: A^H of Q's new block, orthonormalised against P (N included, now part of it).
+    Matrix<Scalar> z(cols_, added);
+    adjoint_.apply_batch(q_.col(s_ - added).data(), rows_, z.data(), cols_, added);
+    WorkMatrix coupling = WorkMatrix::Zero(s_ + added, added);
+    p_.middleCols(s_, added) = z;
+    next_ = orthonormalise(p_, s_, added, &coupling, locked_right_);
+    t_ = coupling.bottomRows(added).topRows(next_);  // N's rows: T
+  }
+
+  /// The SVD of B: Ritz values (descending), and the estimated residual of
+  /// each, |T u_last|.
+  void ritz() {
+    svd_.compute(b_.topLeftCorner(s_, s_), Eigen::ComputeThinU | Eigen::ComputeThinV);
+    estimates_.resize(s_);
+    for (Index i = 0; i < s_; ++i)
+      estimates_(i) = next_ == 0 ? Work(0)
+                                 : (t_ * svd_.matrixU().col(i).tail(last_)).norm();
+  }
+
+  /// tolerance * sigma_1: below it, a residual is converged.
+  Work threshold() const {
+    return Work(settings_.tolerance) * std::max(Work(svd_.singularValues()(0)), Work(settings_.scale));
+  }
+
+  bool estimated_converged(Index wanted) const {
+    const Work limit = threshold();
+    for (Index i = 0; i < std::min(wanted, s_); ++i)
+      if (!(estimates_(i) <= limit)) return false;
+    return s_ >= wanted;
+  }
+
+  /// How many Ritz vectors a restart keeps: the wanted ones and a block
+  /// more, or half the basis, leaving room for at least one block.
+  Index kept(Index wanted) const {
+    const Index most = basis_ - block_;
+    return std::max<Index>(0, std::min({s_, most, std::max(wanted + block_, basis_ / 2)}));
+  }
+
+  /// Keeps the `keep` best Ritz vectors as the new basis (B becomes their
+  /// values on the diagonal) and N as the next block.
+  void restart(Index keep) {
+    const Matrix<Scalar> n = p_.middleCols(s_, next_);
+    const Matrix<Scalar> u = svd_.matrixU().leftCols(keep).template cast<Scalar>();
+    const Matrix<Scalar> v = svd_.matrixV().leftCols(keep).template cast<Scalar>();
+    const Matrix<Scalar> left = q_.leftCols(s_) * u, right = p_.leftCols(s_) * v;
+    q_.leftCols(keep) = left;
+    p_.leftCols(keep) = right;
+    p_.middleCols(keep, next_) = n;
+    b_.setZero();
+    for (Index i = 0; i < keep; ++i) b_(i, i) = WorkScalar(svd_.singularValues()(i));
+    s_ = keep;
+  }
+
+  /// The wanted Ritz triplets, their residuals measured with two batch
+  /// products, and whether they meet the tolerance.
+  LanczosResult<Scalar> finish(Index wanted) {
+    LanczosResult<Scalar> r;
+    const Index k = std::min(wanted, s_);
+    r.values = svd_.singularValues().head(k).template cast<Real>();
+    r.left = q_.leftCols(s_) * svd_.matrixU().leftCols(k).template cast<Scalar>();
+    r.right = p_.leftCols(s_) * svd_.matrixV().leftCols(k).template cast<Scalar>();
+    Matrix<Scalar> av(rows_, k), ahu(cols_, k);
+    a_.apply_batch(r.right.data(), cols_, av.data(), rows_, k);
+    adjoint_.apply_batch(r.left.data(), rows_, ahu.data(), cols_, k);
+    r.products = products_ + k;
+    r.residuals.resize(k);
+    r.image_norms = av.colwise().norm().transpose();
+    bool converged = estimated_converged(wanted) || next_ == 0;
+    const auto limit = static_cast<Real>(threshold());
+    for (Index i = 0; i < k; ++i) {
+      const Real one = (av.col(i) - r.values(i) * r.left.col(i)).norm();
+      const Real other = (ahu.col(i) - r.values(i) * r.right.col(i)).norm();
+      r.residuals(i) = std::max(one, other);
+      converged = converged && r.residuals(i) <= limit;
+    }
+    r.converged = converged;  // of the k found; lanczos_tall asks for all wanted
+    return r;
+  }
+
+  const Operator& a_;
+  decltype(std::declval<const Operator&>().adjoint()) adjoint_;
+  LanczosSettings settings_;
+  Index rows_, cols_, space_ = 0, basis_ = 0, block_ = 0;
+  Matrix<Scalar> locked_left_, locked_right_;  // found before: every basis vector is orthogonal to them
+  Matrix<Scalar> p_, q_;            // P and the pending block N after it; Q
+  WorkMatrix b_, t_;                // B = Q^H A P; T of the last block
+  Eigen::JacobiSVD<WorkMatrix> svd_;
+  Vector<Work> estimates_;
+  Index s_ = 0, next_ = 0, last_ = 0, products_ = 0;
+  Real scale_ = 0;                  // the largest |A p| seen: the scale of "zero"
+};
+
+/// Appends the triplets of `more` to `r` and keeps the `wanted` largest.
+template <class Scalar>
+void merge_largest(LanczosResult<Scalar>& r, const LanczosResult<Scalar>& more, Index wanted) {
+  const Index n = r.values.size() + more.values.size();
+  std::vector<Index> order(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+  const auto value = [&](Index i) { return i < r.values.size() ? r.values(i) : more.values(i - r.values.size()); };
+  std::stable_sort(order.begin(), order.end(), [&](Index i, Index j) { return value(i) > value(j); });
+  const Index k = std::min(wanted, n);
+  LanczosResult<Scalar> merged;
+  merged.values.resize(k);
+  merged.residuals.resize(k);
+  merged.image_norms.resize(k);
+  merged.left.resize(r.left.rows(), k);
+  merged.right.resize(r.right.rows(), k);
+  for (Index c = 0; c < k; ++c) {
+    const Index i = order[static_cast<std::size_t>(c)];
+    const bool first = i < r.values.size();
+    const Index j = first ? i : i - r.values.size();
+    const auto& from = first ? r : more;
+    merged.values(c) = from.values(j);
+    merged.residuals(c) = from.residuals(j);
+    merged.image_norms(c) = from.image_norms(j);
+    merged.left.col(c) = from.left.col(j);
+    merged.right.col(c) = from.right.col(j);
+  }
+  merged.converged = r.converged && more.converged;
+  merged.products = r.products + more.products;
+  r = std::move(merged);
+}
+
+/// The wanted largest singular triplets of a tall operator (rows >= cols).
+/// A block of b vectors finds at most b copies of a repeated value, and
+/// convolutions repeat values far more often (a 1x1 kernel: once per
+/// position). So once the run has converged, the part of the operator
+/// orthogonal to what it found is searched from a new random block: any
+/// of its values above the k-th found belongs among the k largest, is
+/// merged in, and the search repeats — until the largest value left is
+/// not above the k-th.
+template <class Operator>
+LanczosResult<typename Operator::Scalar> lanczos_tall(const Operator& a, const LanczosSettings& settings) {
+  using Scalar = typename Operator::Scalar;
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  const Index wanted = std::min(settings.wanted, a.cols());
+  // The search rounds work orthogonally to the triplets found, whose
+  // residuals leak into theirs: the runs aim 8 times below the tolerance
+  // (no lower than rounding allows), so that what they lock is exact
+  // enough for the next round to reach the tolerance itself.
+  LanczosSettings tight = settings;
+  if (wanted > 1)
+    tight.tolerance = std::max(settings.tolerance / 8, 32.0 * double(std::numeric_limits<Real>::epsilon()));
+  // Whether a run's measured residuals meet the caller's tolerance.
+  const auto meets = [&](const LanczosResult<Scalar>& x, Real scale) {
+    return x.converged ||
+           (x.residuals.size() > 0 && x.residuals.maxCoeff() <= static_cast<Real>(settings.tolerance) * scale);
+  };
+  auto r = BlockLanczos<Operator>(a, tight).run();
+  bool good = r.values.size() > 0 && meets(r, r.values(0));
+  // A run ends short of `wanted` values only when its Krylov space is
+  // exhausted (T^H T has fewer distinct values than wanted: a layer whose
+  // values are all equal has a one-vector space); the rounds fill it up.
+  for (std::uint64_t round = 1; good; ++round) {
+    const bool short_of_wanted = r.values.size() < wanted;
+    if (!short_of_wanted && wanted == 1) break;
+    if (r.right.cols() >= a.cols() || r.products >= settings.max_products) {  // nothing left / no budget
+      good = !short_of_wanted && r.right.cols() >= a.cols();
+      break;
+    }
+    LanczosSettings search = tight;
+    search.wanted = std::min(settings.block, a.cols() - r.right.cols());
+    search.max_products = settings.max_products - r.products;
+    search.seed = settings.seed + 104729 * round;
+    search.scale = static_cast<double>(r.values(0));
+    const auto rest = BlockLanczos<Operator>(a, search, r.left, r.right).run();
+    const bool rest_good = rest.values.size() > 0 && meets(rest, r.values(0));
+    const Real floor = short_of_wanted ? -std::numeric_limits<Real>::infinity()
+                                       : r.values(wanted - 1) + static_cast<Real>(settings.tolerance) * r.values(0);
+    if (rest.values.size() == 0 || rest.values(0) <= floor) {  // nothing missing
+      r.products += rest.products;
+      // A search that stopped short of its tolerance (not for want of
+      // products) still settles it when its top value, plus the residual
+      // that bounds its error, stays below the floor.
+      good = rest_good || (rest.values.size() > 0 && rest.products < search.max_products &&
+                           rest.values(0) + rest.residuals(0) <= floor);
+      break;
+    }
+    if (!rest_good) {
+      r.products += rest.products;
+      good = false;
+      break;
+    }
+    merge_largest(r, rest, wanted);
+  }
+  r.converged = good && r.values.size() == wanted && meets(r, r.values(0));
+  return r;
+}
+
+/// The `settings.wanted` largest singular triplets of `a` (see
+/// BlockLanczos and lanczos_tall). A wide operator is run as its adjoint,
+/// which is tall, so that the basis P can fill its whole space (then B's
+/// values are exact); the triplets are swapped back.
+template <class Operator>
+LanczosResult<typename Operator::Scalar> block_lanczos(const Operator& a, const LanczosSettings& settings) {
+  if (a.rows() >= a.cols()) return lanczos_tall(a, settings);
+  const auto adjoint = a.adjoint();
+  auto r = lanczos_tall(adjoint, settings);
+  std::swap(r.left, r.right);
+  return r;
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/spectral.hpp (continued) ----------------------------------------
+namespace convmat {
+
+/// How the Lanczos iteration of spectral_norm, singular_values(spec, w, k),
+/// largest_singular_values and spectral_norm_bound runs. Every field's
+/// default (0) picks a value that suits the call.
+struct SpectralNormOptions {
+  /// Converged when every wanted singular triplet (sigma, u, v) has
+  /// |T^H u - sigma v| <= tolerance * sigma_1 and |T v - sigma u| as small,
+  /// both measured with the final vectors: each value is then within
+  /// tolerance * sigma_1 of a singular value of T. 0: 1e-10 in double,
+  /// 1e-5 in float (about where float products stop being exact enough).
+  double tolerance = 0;
+  /// The most products with T (each paired with one with T^H) before
+  /// giving up (converged = false). 0: 1000 + 100 k for k values.
+  Index max_iterations = 0;
+  /// Vectors added per Lanczos step. Any block finds every copy of a
+  /// repeated value: once the wanted values have converged, a fresh start
+  /// orthogonal to them looks for copies that were missed. 0: 1, which took
+  /// the fewest products on every layer measured (k = 6 of a 16384-column
+  /// layer: 330-460 products with 1, 390-620 with 2, 700-1200 with 4).
+  Index block_size = 0;
+  /// The most basis vectors kept before a restart. 0: max(40, 3 k + 2 b).
+  Index basis_size = 0;
+  /// Seed of the random starting block; the result is deterministic.
+  std::uint64_t seed = 2019;
+};
+
+/// What spectral_norm found.
+template <class Real>
+struct SpectralNorm {
+  Real value = 0;          ///< the largest Ritz value: never above ||T||, up to rounding
+  bool converged = false;  ///< whether `residual` met the tolerance within max_iterations
+  Index iterations = 0;    ///< products with T performed (as many with T^H)
+  Real residual = 0;       ///< max(|T^H u - value v|, |T v - value u|) / value, measured
+};
+
+/// The k largest singular values of an operator, with what the iteration reached.
+template <class Real>
+struct SingularValues {
+  /// Descending: the k asked for, or fewer when max_iterations stopped the
+  /// iteration before its basis held k vectors (converged is then false).
+  detail::Vector<Real> values;
+  detail::Vector<Real> residuals;  ///< of each value's triplet, measured (absolute)
+  bool converged = false;          ///< all k found, every residual <= tolerance * values(0)
+  Index iterations = 0;            ///< products with T performed (as many with T^H)
+};
+
+/// A certified bracket of the spectral norm: lower <= ||T||_2 <= upper.
+template <class Real>
+struct SpectralNormBound {
+  Real lower = 0;  ///< |T v| for a unit vector v (the Lanczos estimate's): always <= ||T||
+  Real upper = 0;  ///< by the FFT of the circulant layer T is part of: always >= ||T||
+  bool converged = false;  ///< whether the Lanczos estimate behind `lower` converged
+  Index iterations = 0;    ///< products with T it took
+};
+
+namespace detail {
+
+/// The Lanczos settings for k values of a layer of scalar type Scalar.
+template <class Scalar>
+LanczosSettings lanczos_settings(const SpectralNormOptions& options, Index k, const char* caller) {
+  if (!(options.tolerance >= 0) || !std::isfinite(options.tolerance) || options.max_iterations < 0 ||
+      options.block_size < 0 || options.basis_size < 0)
+    fail(caller, ": tolerance must be finite and non-negative, and max_iterations, block_size and basis_size "
+                 "not negative: tolerance=", options.tolerance, ", max_iterations=", options.max_iterations,
+         ", block_size=", options.block_size, ", basis_size=", options.basis_size);
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  LanczosSettings s;
+  s.wanted = k;
+  s.tolerance = options.tolerance > 0 ? options.tolerance : std::is_same_v<Real, float> ? 1e-5 : 1e-10;
+  s.max_products = options.max_iterations > 0 ? options.max_iterations : 1000 + 100 * k;
+  s.block = options.block_size > 0 ? options.block_size : 1;
+  s.basis = options.basis_size > 0 ? options.basis_size : std::max<Index>(40, 3 * k + 2 * s.block);
+  s.seed = options.seed;
+  return s;
+}
+
+template <class Scalar>
+SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> spectral_norm_of(const LanczosResult<Scalar>& r) {
+  SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> n;
+  n.value = r.values(0);
+  n.converged = r.converged;
+  n.iterations = r.products;
+  n.residual = n.value > 0 ? r.residuals(0) / n.value : r.residuals(0);
+  return n;
+}
+
+/// The circulant model of a layer (detail/circulant.hpp).
+template <int Rank>
+CirculantModel<Rank> circulant_model_of(const ConvSpec<Rank>& spec) {
+  return circulant_model<Rank>(conv_axes(spec), spec.in_channels, spec.out_channels, spec.groups);
+}
+template <int Rank>
+CirculantModel<Rank> circulant_model_of(const ConvTransposeSpec<Rank>& spec) {
+  return circulant_model<Rank>(conv_axes(spec), spec.out_channels, spec.in_channels, spec.groups);
 }
 
 /// All singular values of the geometry's matrix, descending, by svd_values
@@ -2608,29 +3342,72 @@ Vector<typename Eigen::NumTraits<Scalar>::Real> dense_singular_values(const Geom
   return svd_values(std::move(t));
 }
 
+template <class Spec>
+void check_wanted(const Spec& spec, Index k) {
+  const Index most = std::min(spec.output_numel(), spec.input_numel());
+  if (k < 1 || k > most)
+    fail("singular_values: k must be between 1 and min(output_numel, input_numel) = ", most, ", not ", k);
+}
+
 template <class Real>
-Vector<Real> sorted_descending(Vector<Real> values) {
-  std::sort(values.data(), values.data() + values.size(), std::greater<Real>());
-  return values;
+detail::Vector<Real> converged_values(const SingularValues<Real>& r, const SpectralNormOptions& options,
+                                      const char* what) {
+  if (!r.converged) {
+    const Real worst = r.residuals.size() ? r.residuals.maxCoeff() : Real(0);
+    fail_convergence("singular_values: the ", r.values.size(), " largest singular values of ", what,
+                     " did not converge in ", r.iterations, " products: the largest residual is ",
+                     r.values.size() && r.values(0) > 0 ? worst / r.values(0) : worst,
+                     " of sigma_1, the tolerance ",
+                     options.tolerance > 0 ? options.tolerance : std::is_same_v<Real, float> ? 1e-5 : 1e-10,
+                     "; raise SpectralNormOptions::max_iterations or the tolerance, or call "
+                     "largest_singular_values for the estimates as they are");
+  }
+  return r.values;
+}
+
+/// The certified upper bound of ||T|| from the circulant model: ||P|| times
+/// the largest frequency norm, computed in double, raised by a margin
+/// that covers the rounding of the FFT and the eigenvalue solver.
+template <int Rank, class Scalar>
+double circulant_upper_bound(const CirculantModel<Rank>& model, const Scalar* w) {
+  const double norm = circulant_norm(model, w);
+  double log_grid = 0;
+  for (Index n : model.grid) log_grid += std::log2(static_cast<double>(n) + 1);
+  const double terms = static_cast<double>(model.columns_per_group() + model.out_per_group() +
+                                           static_cast<Index>(model.tap_shift.size())) + log_grid;
+  const double margin = 64 * std::numeric_limits<double>::epsilon() * terms;
+  return model.padding_norm * norm * (1 + margin);
 }
 
 }  // namespace detail
 
-/// Whether singular_values(spec, weight) takes the exact FFT path: circular
-/// padding, stride 1 and output_size() == input_size in every dimension
-/// (any kernel, dilation, padding split, channels and groups).
-template <int Rank>
-bool is_block_circulant(const ConvSpec<Rank>& spec) {
-  return detail::block_circulant(detail::geometry(spec), spec);
+/// The k largest singular values of any matrix-free operator `op` (a
+/// ConvOperator, or anything with rows(), cols(), adjoint() and
+/// apply_batch(x, x_stride, y, y_stride, batch)) by block Golub-Kahan-
+/// Lanczos bidiagonalisation with full reorthogonalisation and thick
+/// restarts, with the residuals reached. Never throws for convergence:
+/// see `converged`.
+template <class Operator>
+SingularValues<typename Eigen::NumTraits<typename Operator::Scalar>::Real> largest_singular_values(
+    const Operator& op, Index k, const SpectralNormOptions& options = {}) {
+  using Scalar = typename Operator::Scalar;
+  const Index most = std::min(op.rows(), op.cols());
+  if (k < 1 || k > most)
+    detail::fail("largest_singular_values: k must be between 1 and min(rows, cols) = ", most, ", not ", k);
+  const auto r = detail::block_lanczos(op, detail::lanczos_settings<Scalar>(options, k, "largest_singular_values"));
+  return {r.values, r.residuals, r.converged, r.products};
 }
 
 /// The largest singular value of the layer's matrix T (its spectral norm,
-/// the layer's Lipschitz constant in the 2-norm) by power iteration on
-/// T^H T with the matrix-free operator: any spec, any size.
+/// the layer's Lipschitz constant in the 2-norm), by block Lanczos on the
+/// matrix-free operator: any spec, any size. Clustered and repeated top
+/// values converge as isolated ones do; `residual` says what was reached.
 template <int Rank, class Derived>
 SpectralNorm<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
-  return detail::power_iteration(make_operator(spec, weight), options);
+  using Scalar = typename Derived::Scalar;
+  return detail::spectral_norm_of(
+      detail::block_lanczos(make_operator(spec, weight), detail::lanczos_settings<Scalar>(options, 1, "spectral_norm")));
 }
 
 /// The largest singular value of a transposed layer's matrix (the same as
@@ -2639,22 +3416,35 @@ template <int Rank, class Derived>
 SpectralNorm<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight,
     const SpectralNormOptions& options = {}) {
-  return detail::power_iteration(make_operator(spec, weight), options);
+  using Scalar = typename Derived::Scalar;
+  return detail::spectral_norm_of(
+      detail::block_lanczos(make_operator(spec, weight), detail::lanczos_settings<Scalar>(options, 1, "spectral_norm")));
+}
+
+/// Whether the layer's matrix is block-circulant, so singular_values takes
+/// the exact FFT path: circular padding and, in every dimension, a stride
+/// that divides the input with output_size == input_size / stride (with
+/// stride 1: the size kept), any kernel, dilation, padding split,
+/// channels and groups.
+template <int Rank>
+bool is_block_circulant(const ConvSpec<Rank>& spec) {
+  spec.validate();
+  return spec.padding_mode == PaddingMode::circular && detail::circulant_model_of(spec).exact;
 }
 
 /// All singular values of the layer's matrix T, descending: min(output_numel,
 /// input_numel) of them, as a vector of the weights' real type. When
 /// is_block_circulant(spec), exactly through the FFT in O(C_out C_in N log N
 /// + N groups (C/groups)^3) for N spatial positions; otherwise by an SVD of
-/// the dense matrix (O(m n^2)), which max_dense_bytes() guards
-/// (spec_error if too large).
+/// the dense matrix (O(m n^2)). Both are held to max_dense_bytes()
+/// (memory_limit_error beyond it).
 template <int Rank, class Derived>
 detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
-  if (detail::block_circulant(g, spec))
-    return detail::sorted_descending(detail::circulant_singular_values(g, w.data()));
+  if (is_block_circulant(spec))
+    return detail::sorted_descending(detail::circulant_singular_values(detail::circulant_model_of(spec), w.data()));
   return detail::sorted_descending(detail::dense_singular_values(g, w.data()));
 }
 
@@ -2666,6 +3456,70 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
   return detail::sorted_descending(detail::dense_singular_values(g, w.data()));
+}
+
+/// The k largest singular values of the layer's matrix T, descending, for
+/// a layer of any size: exactly by the FFT when is_block_circulant(spec)
+/// (and its spectra fit in max_dense_bytes()), else by
+/// largest_singular_values on the matrix-free operator. Throws
+/// convergence_error if those did not converge within
+/// options.max_iterations (largest_singular_values returns them as they are).
+template <int Rank, class Derived>
+detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+    const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
+    const SpectralNormOptions& options = {}) {
+  detail::check_wanted(spec, k);
+  const auto w = detail::weight_view(weight, spec.weight_numel(), detail::conv_weight_layout);
+  if (is_block_circulant(spec)) {
+    const auto model = detail::circulant_model_of(spec);
+    if (detail::circulant_values_fit<typename Derived::Scalar>(model))  // else the iteration: it needs the operator only
+      return detail::sorted_descending(detail::circulant_singular_values(model, w.data())).head(k).eval();
+  }
+  return detail::converged_values(largest_singular_values(make_operator(spec, w), k, options), options, "the layer");
+}
+
+/// The k largest singular values of a transposed layer's matrix, by
+/// largest_singular_values on its operator (convergence_error if they did
+/// not converge).
+template <int Rank, class Derived>
+detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+    const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
+    const SpectralNormOptions& options = {}) {
+  detail::check_wanted(spec, k);
+  return detail::converged_values(largest_singular_values(make_operator(spec, weight), k, options), options,
+                                  "the transposed layer");
+}
+
+/// A certified bracket lower <= ||T||_2 <= upper for every padding mode,
+/// stride, dilation and group count, and for transposed layers: `upper`
+/// is ||P|| times the norm of the circulant convolution T is a restriction
+/// of (exact by the FFT; P the padding operator, of norm 1 for zeros and
+/// for circular padding whose strides divide the input), raised by a
+/// rounding margin; `lower` is |T v| for the unit vector v of the Lanczos
+/// estimate. Everything runs in double (a float layer's weights are exact
+/// in it), so the bracket holds for the weights as given.
+template <class Spec, class Derived>
+SpectralNormBound<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm_bound(
+    const Spec& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
+  using Real = typename Eigen::NumTraits<typename Derived::Scalar>::Real;
+  using Work = std::conditional_t<Eigen::NumTraits<typename Derived::Scalar>::IsComplex, std::complex<double>, double>;
+  const detail::Vector<Work> w = detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec)).template cast<Work>();
+  const auto op = make_operator(spec, w);
+  const auto lanczos = detail::block_lanczos(op, detail::lanczos_settings<Work>(options, 1, "spectral_norm_bound"));
+  SpectralNormBound<Real> bound;
+  const double lower = lanczos.image_norms(0) / lanczos.right.col(0).norm();
+  // Lowered past the rounding of the product |T v| (relative 1e-12 covers
+  // any layer whose entries per row are fewer than 10^3), then rounded
+  // down and up to the weights' type, so the bracket still holds.
+  bound.lower = static_cast<Real>(lower * (1 - 1e-12));
+  if (bound.lower > lower) bound.lower = std::nextafter(bound.lower, Real(0));
+  const double upper = detail::circulant_upper_bound(detail::circulant_model_of(spec), w.data());
+  CONVMAT_ASSERT(upper >= lower, "the certified upper bound is at least the Lanczos lower bound");
+  bound.upper = static_cast<Real>(upper);
+  if (bound.upper < upper) bound.upper = std::nextafter(bound.upper, std::numeric_limits<Real>::infinity());
+  bound.converged = lanczos.converged;
+  bound.iterations = lanczos.products;
+  return bound;
 }
 
 }  // namespace convmat
