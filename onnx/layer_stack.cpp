@@ -176,21 +176,16 @@ std::vector<DenseLayer> LayerStack::finish(const Affine& output, int level) cons
     reader.matrix.prune([&](Index, Index c, double) { return !is_constant[static_cast<std::size_t>(c)]; });
   }
 
-  // What the output reads, and what that reads, down to the input.
+  // What the output reads, and what that reads, down to the input (all of
+  // which stays: it is the network's input).
   std::vector<std::vector<Index>> keep(depth + 1);
   keep[depth] = columns_read(maps[depth].matrix, maps[depth].matrix.cols());
-  for (std::size_t l = depth; l-- > 0;) {
-    if (keep[l + 1].empty()) {  // the output is a constant: one Gemm of zeros
-      Affine constant{Matrix(maps[depth].matrix.rows(), widths_[0]), maps[depth].bias};
-      return {DenseLayer{constant.matrix, constant.bias, false}};
-    }
-    if (l == 0) {
-      keep[0].resize(static_cast<std::size_t>(widths_[0]));
-      for (Index i = 0; i < widths_[0]; ++i) keep[0][static_cast<std::size_t>(i)] = i;
-    } else {
-      keep[l] = columns_read(maps[l].matrix, keep[l + 1]);
-    }
-  }
+  for (std::size_t l = depth; l-- > 1;) keep[l] = columns_read(maps[l].matrix, keep[l + 1]);
+  for (std::size_t l = 1; l <= depth; ++l)
+    if (keep[l].empty())  // the output is a constant: one Gemm of zeros
+      return {DenseLayer{Matrix(maps[depth].matrix.rows(), widths_[0]), maps[depth].bias, false}};
+  keep[0].resize(static_cast<std::size_t>(widths_[0]));
+  for (Index i = 0; i < widths_[0]; ++i) keep[0][static_cast<std::size_t>(i)] = i;
 
   std::vector<DenseLayer> layers;
   for (std::size_t l = 0; l < depth; ++l) {

@@ -127,6 +127,8 @@ class Lowering {
   bool is_value(const std::string& name) const { return values_.count(name) != 0; }
   /// Whether input i of `node` is given and computed from the network's input.
   bool is_value(const Node& node, std::size_t i) const { return node.has_input(i) && is_value(node.inputs[i]); }
+  /// Whether input i of `node` is given and a constant.
+  bool is_constant(const Node& node, std::size_t i) const { return node.has_input(i) && is_constant(node.inputs[i]); }
 
   /// Input i of `node` as a constant, or conversion_error naming it.
   const Tensor& constant(const Node& node, std::size_t i) const;

@@ -137,7 +137,7 @@ void lower_extremum(Lowering& l, const Node& n, double sign) {
   Shape full{1};
   for (std::size_t i = 0; i < n.inputs.size(); ++i) {
     if (!n.has_input(i)) continue;
-    if (l.is_value(n.inputs[i])) {
+    if (!l.is_constant(n, i)) {
       values.push_back(&l.value(n, i));
       Shape shape{1};
       shape.insert(shape.end(), values.back()->shape.begin(), values.back()->shape.end());
@@ -155,7 +155,7 @@ void lower_extremum(Lowering& l, const Node& n, double sign) {
   bool all_nonneg = true, any_nonneg = false;
   for (std::size_t i = 0; i < n.inputs.size(); ++i) {
     if (!n.has_input(i)) continue;
-    if (l.is_value(n.inputs[i])) {
+    if (!l.is_constant(n, i)) {
       const Value& v = l.value(n, i);
       Affine a = l.at(v, level);
       if (v.shape != shape) a = compose_checked(linear_map(broadcast_matrix(v.shape, shape)), a);

@@ -23,7 +23,7 @@ std::vector<Operand> operands(Lowering& l, const Node& n) {
   std::vector<Operand> out;
   for (std::size_t i = 0; i < n.inputs.size(); ++i) {
     if (!n.has_input(i)) n.fail("input " + std::to_string(i) + " is missing");
-    out.push_back(l.is_value(n.inputs[i]) ? Operand{&l.value(n, i), nullptr} : Operand{nullptr, &l.constant(n, i)});
+    out.push_back(l.is_constant(n, i) ? Operand{nullptr, &l.constant(n, i)} : Operand{&l.value(n, i), nullptr});
   }
   if (out.empty()) n.fail("has no inputs");
   return out;

@@ -180,7 +180,7 @@ void lower_concat(Lowering& l, const Node& n) {
   std::vector<Shape> shapes;  // each input's shape without the batch
   for (std::size_t i = 0; i < n.inputs.size(); ++i) {
     if (!n.has_input(i)) n.fail("input " + std::to_string(i) + " is missing");
-    if (l.is_value(n.inputs[i])) {
+    if (!l.is_constant(n, i)) {
       values.push_back(&l.value(n, i));
       shapes.push_back(values.back()->shape);
     } else {
@@ -210,7 +210,7 @@ void lower_concat(Lowering& l, const Node& n) {
   const int level = Lowering::common_level(values);
   std::vector<Affine> parts;
   for (std::size_t i = 0; i < n.inputs.size(); ++i)
-    parts.push_back(l.is_value(n.inputs[i]) ? l.at(l.value(n, i), level)
+    parts.push_back(!l.is_constant(n, i) ? l.at(l.value(n, i), level)
                                             : Affine{Matrix(numel(shapes[i]), 0), as_vector(l.constant(n, i))});
   // The parts one under the other, then each output element picked from its part.
   const Index cols = l.stack().width(level);
@@ -237,7 +237,7 @@ void lower_concat(Lowering& l, const Node& n) {
   });
   bool nonneg = true;
   for (std::size_t i = 0; i < n.inputs.size(); ++i)
-    nonneg = nonneg && (l.is_value(n.inputs[i]) ? l.value(n, i).nonneg : (parts[i].bias.array() >= 0).all());
+    nonneg = nonneg && (!l.is_constant(n, i) ? l.value(n, i).nonneg : (parts[i].bias.array() >= 0).all());
   l.set(n, 0, Value{shape, level, compose_checked(linear_map(pick), stacked), nonneg});
 }
 
