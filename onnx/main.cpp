@@ -41,7 +41,7 @@ void usage(std::ostream& os) {
         "       convmat-onnx --list-operators\n"
         "  Writes the fully-connected form of a CNN: an ONNX model of Gemm and Relu nodes\n"
         "  (input and output flattened per sample; weights past 2 GiB, or all with\n"
-        "  --external-data, in out.data beside it, ONNX's external data), or with --sparse\n"
+        "  --external-data, in the file out + \".data\" beside it: ONNX's external data), or with --sparse\n"
         "  one Matrix Market file per layer, out.layerK.mtx, holding [T b].\n"
         "  --max-bytes SIZE  the most memory one composed map may take, like 8G (default:\n"
         "                    half of this machine's memory)\n"

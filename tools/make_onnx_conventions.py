@@ -13,10 +13,13 @@ under tests/data/onnx/conventions/:
                     computed in float64)
 
 and cases.txt, one line per case: NAME, then what it checks. The C++ test
-(onnx/test_onnx.cpp) converts every model listed there and compares. Run:
+(onnx/tests/test_models.cpp) converts every model listed there and
+compares. The seed is fixed, so running it again writes the same bytes
+(scripts/test.sh checks). Run:
 
-    /usr/bin/python3 tools/make_onnx_conventions.py
+    /usr/bin/python3 tools/make_onnx_conventions.py [--out DIR]
 """
+import argparse
 import math
 import os
 
@@ -28,7 +31,10 @@ import onnx.numpy_helper
 import torch
 import torch.nn.functional as F
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "onnx", "conventions")
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data",
+                                                  "onnx", "conventions"), help="where to write (default: tests/data)")
+OUT = parser.parse_args().out
 rng = np.random.default_rng(20261214)
 cases = []
 os.makedirs(OUT, exist_ok=True)
