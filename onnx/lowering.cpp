@@ -26,6 +26,16 @@ Index numel(const Shape& shape, const std::string& what) {
   return n;
 }
 
+void require_memory(Index nonzeros, Index rows, const std::string& what) {
+  const double bytes = static_cast<double>(nonzeros) * (sizeof(double) + sizeof(int)) +
+                       static_cast<double>(rows + 1) * sizeof(int);
+  const std::size_t limit = max_dense_bytes();
+  if (bytes > static_cast<double>(limit) || nonzeros > INT_MAX || rows >= INT_MAX)
+    detail::fail_memory(what, " would have ", nonzeros, " non-zeros in ", rows, " rows (", static_cast<long long>(bytes),
+                        " bytes in memory), more than max_dense_bytes() = ", limit,
+                        nonzeros > INT_MAX || rows >= INT_MAX ? " or its int index" : "");
+}
+
 Affine identity(Index n) { return linear_map(selection(n, n, [](Index r) { return r; })); }
 
 Affine widen(Affine map, Index cols) {
@@ -34,6 +44,7 @@ Affine widen(Affine map, Index cols) {
 }
 
 Matrix selection(Index rows, Index cols, const std::function<Index(Index)>& source) {
+  require_memory(rows, rows, "a selection of " + std::to_string(rows) + " x " + std::to_string(cols));
   detail::check_storage_index<int>(std::max(rows, cols), "a selection's size");
   Matrix m(rows, cols);
   m.reserve(Eigen::VectorXi::Constant(rows, 1));
@@ -280,7 +291,15 @@ std::string without_prefix(const char* what) {
 
 Network Lowering::run() {
   constants_ = graph_.initializers;
-  values_[graph_.input_name] = Value{graph_.input_shape, 0, identity(stack_.width(0)), false};
+  const Index inputs = stack_.width(0);
+  if (inputs >= INT_MAX)
+    throw conversion_error("the input " + to_string(graph_.input_shape) + " has " + std::to_string(inputs) +
+                           " values per sample, more than convmat-onnx's int indices hold");
+  try {
+    values_[graph_.input_name] = Value{graph_.input_shape, 0, identity(inputs), false};
+  } catch (const memory_limit_error& e) {
+    throw memory_limit_error("the input " + to_string(graph_.input_shape) + ": " + without_prefix(e.what()));
+  }
   for (const auto& node : graph_.nodes) {
     try {
       lower(node);

@@ -35,6 +35,19 @@ using convmat::Index;
 /// negative or overflows.
 Index numel(const Shape& shape, const std::string& what = "tensor");
 
+/// memory_limit_error unless a sparse matrix of `nonzeros` entries and
+/// `rows` rows (double values, int indices) fits in max_dense_bytes();
+/// `what` names it in the message.
+void require_memory(Index nonzeros, Index rows, const std::string& what);
+
+/// require_memory for the matrix of a layer spec (ConvSpec,
+/// ConvTransposeSpec, AvgPoolSpec, MaxPoolSpec), counted before it is built.
+template <class Spec>
+void require_memory(const Spec& spec, const std::string& what) {
+  const auto g = detail::geometry(spec);
+  require_memory(g.nonzeros_between(0, g.output_numel()), spec.output_numel(), what);
+}
+
 /// The identity map of n values.
 Affine identity(Index n);
 

@@ -7,6 +7,7 @@
 // Abs as relu(v) + relu(-v); elementwise Max and Min through the MaxPool
 // tree. A value known never to be negative skips what it does not need.
 #include <cfloat>
+#include <cmath>
 #include <optional>
 
 #include "../lowering.hpp"
@@ -103,6 +104,7 @@ std::optional<double> clip_bound(Lowering& l, const Node& n, std::size_t input, 
     if (t->numel() != 1) n.fail("the " + std::string(attribute) + " bound has shape " + to_string(t->dims) + ", not a scalar");
     bound = t->data[0];
   }
+  if (bound && std::isnan(*bound)) n.fail("the " + std::string(attribute) + " bound is not a number");
   if (bound && std::abs(*bound) >= 0.99 * FLT_MAX) bound.reset();  // opset 6's defaults: +-FLT_MAX
   return bound;
 }

@@ -42,7 +42,7 @@ void lower_conv(Lowering& l, const Node& n) {
     spec.in_channels = v.shape[0];
     spec.out_channels = w.dims[0];
     spec.groups = n.integer("group", 1);
-    if (spec.groups <= 0 || w.dims[1] * spec.groups != spec.in_channels)
+    if (spec.groups <= 0 || spec.in_channels % spec.groups != 0 || w.dims[1] != spec.in_channels / spec.groups)
       n.fail("weight has shape " + to_string(w.dims) + " and group=" + std::to_string(spec.groups) +
              ", but the input has " + std::to_string(spec.in_channels) + " channels (weight dimension 1 times group)");
     spec.input_size = to_array<Rank>(v.shape, 1);
@@ -53,6 +53,7 @@ void lower_conv(Lowering& l, const Node& n) {
       spec.set_padding_same(window.odd());
     else
       spec.set_padding(to_array<Rank>(window.pad_begin), to_array<Rank>(window.pad_end));
+    require_memory(spec, "the convolution's matrix");
     const Affine layer = affine_map(conv_matrix_sparse(spec, as_vector(w)),
                                     bias_vector(spec, conv_bias(l, n, spec.out_channels)));
     l.set(n, 0, Lowering::then(v, layer, to_shape<Rank>(spec.out_channels, spec.output_size())));
@@ -73,7 +74,7 @@ void lower_conv_transpose(Lowering& l, const Node& n) {
     if (spec.groups <= 0 || w.dims[0] != spec.in_channels)
       n.fail("weight has shape " + to_string(w.dims) + ", but the input has " + std::to_string(spec.in_channels) +
              " channels (a ConvTranspose weight is (in_channels, out_channels / group, kernel...))");
-    spec.out_channels = w.dims[1] * spec.groups;
+    spec.out_channels = detail::checked_mul(w.dims[1], spec.groups, "out_channels");
     spec.input_size = to_array<Rank>(v.shape, 1);
     spec.kernel_size = to_array<Rank>(window.kernel);
     spec.stride = to_array<Rank>(window.strides);
@@ -113,6 +114,7 @@ void lower_conv_transpose(Lowering& l, const Node& n) {
     } else {
       spec.set_padding(to_array<Rank>(window.pad_begin), to_array<Rank>(window.pad_end));
     }
+    require_memory(spec, "the transposed convolution's matrix");
     Affine layer = affine_map(conv_transpose_matrix_sparse(spec, as_vector(w)),
                               bias_vector(spec, conv_bias(l, n, spec.out_channels)));
     auto size = spec.output_size();

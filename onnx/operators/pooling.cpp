@@ -76,6 +76,7 @@ void lower_average_pool(Lowering& l, const Node& n) {
       spec.set_padding_same(window.odd());
     else
       spec.set_padding(to_array<Rank>(window.pad_begin), to_array<Rank>(window.pad_end));
+    require_memory(spec, "the pooling matrix");
     l.set(n, 0, Lowering::then(v, linear_map(avg_pool_matrix_sparse<double>(spec)),
                                to_shape<Rank>(spec.channels, spec.output_size()), v.nonneg));
   });
@@ -119,6 +120,7 @@ void lower_max_pool(Lowering& l, const Node& n) {
     else
       spec.set_padding(to_array<Rank>(window.pad_begin), to_array<Rank>(window.pad_end));
     // Every window's inputs as consecutive terms: the rows of the window matrix, entry by entry.
+    require_memory(spec, "the pooling windows");
     const auto windows = max_pool_windows<double>(spec);
     const int* inner = windows.innerIndexPtr();
     const Matrix pick = selection(windows.nonZeros(), v.numel(), [inner](Index k) { return Index{inner[k]}; });

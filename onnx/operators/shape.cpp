@@ -89,6 +89,9 @@ void lower_reshape(Lowering& l, const Node& n) {
   if (!batch_kept) n.fail("shape " + to_string(target) + " does not keep the batch dimension first");
   Shape rest(target.begin() + 1, target.end());
   const Index count = v.numel();
+  for (auto d : rest)
+    if (d > count) n.fail("shape " + to_string(target) + " has a dimension larger than the " + std::to_string(count) +
+                          " values of a sample");
   Index known = 1;
   int unknown = -1;
   for (std::size_t d = 0; d < rest.size(); ++d) {
@@ -263,6 +266,8 @@ void lower_pad(Lowering& l, const Node& n) {
     end[static_cast<std::size_t>(axes[k])] = (*pads)[k + axes.size()];
   }
   if (begin[0] != 0 || end[0] != 0) n.fail("pads " + to_string(*pads) + " pad the batch dimension");
+  for (auto p : *pads)
+    if (p > (Index{1} << 40) || p < -(Index{1} << 40)) n.fail("pads " + to_string(*pads) + " are too large");
 
   const std::string mode = n.text("mode", "constant");
   PaddingMode padding_mode = PaddingMode::zeros;

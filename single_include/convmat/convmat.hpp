@@ -1600,12 +1600,14 @@ std::array<Index, Rank> pool_output_size(const std::array<Index, Rank>& input, c
   require_non_negative<Rank>(end, "padding_end");
   std::array<Index, Rank> out{};
   for (int d = 0; d < Rank; ++d) {
-    if (pytorch_limits && (2 * begin[d] > kernel[d] || 2 * end[d] > kernel[d]))
+    if (pytorch_limits && (begin[d] > kernel[d] / 2 || end[d] > kernel[d] / 2))
       fail("padding must be at most half the kernel size: padding=", begin, ", padding_end=", end,
            ", kernel_size=", kernel, " (as PyTorch; ONNX allows more with pytorch_limits = false)");
     const Index span = checked_add(input[d], checked_add(begin[d], end[d], "padding"), "padded input size") -
                        window_extent(kernel[d], dilation[d]);
-    out[d] = floor_div(span + (ceil_mode ? stride[d] - 1 : 0), stride[d]) + 1;
+    const Index rounded = !ceil_mode ? span : span < 0 ? span + stride[d] - 1
+                                                      : checked_add(span, stride[d] - 1, "padded input size");
+    out[d] = floor_div(rounded, stride[d]) + 1;
     if (ceil_mode && out[d] >= 1 && (out[d] - 1) * stride[d] >= input[d] + begin[d]) --out[d];
   }
   for (int d = 0; d < Rank; ++d)
