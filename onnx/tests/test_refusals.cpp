@@ -368,3 +368,69 @@ TEST_CASE("a composed map beyond max_dense_bytes() is a memory_limit_error namin
   check_message(message, {"node 2 ('dense_matmul', MatMul): the composed map (1444 x 1600) could have up to",
                           "more than max_dense_bytes() = 1048576"});
 }
+
+TEST_CASE("the remaining refusals, one model each", "[onnx][errors]") {
+  struct Case {
+    onnx::ModelProto model;
+    std::string message;
+  };
+  const auto with = [](const std::string& op, auto edit, std::vector<std::int64_t> shape = {1, 2, 5, 5}) {
+    return one_node(op, edit, std::move(shape));
+  };
+  std::vector<Case> cases = {
+      {with("MatMul", [](auto& b, auto& n) { n.add_input("B"), b.constant("B", {2, 5, 3}); }),
+       "B has shape (2, 5, 3); convmat-onnx takes a matrix or a vector"},
+      {with("MatMul", [](auto& b, auto& n) { n.add_input("B"), b.constant("B", {4, 3}); }),
+       "A has shape (N, 2, 5, 5), but B has shape (4, 3): the last dimension of A must be 4"},
+      {with("Gemm", [](auto& b, auto& n) { n.add_input("B"), b.constant("B", {4}); }, {1, 4}),
+       "B has shape (4), not a matrix"},
+      {with("Gemm", [](auto& b, auto& n) { n.add_input("B"), b.constant("B", {4, 3}); }),
+       "A has shape (N, 2, 5, 5), not (N, features); Flatten it first"},
+      {with("Concat", [](auto& b, auto& n) { n.add_input("c"), b.constant("c", {1, 3, 4, 5}); attribute(n, "axis", std::int64_t{2}); }),
+       "input 1 has shape (N, 3, 4, 5), which does not match (N, 2, 5, 5) but along axis 2"},
+      {with("Concat", [](auto& b, auto& n) { n.add_input("c"), b.constant("c", {2, 2, 5, 5}); attribute(n, "axis", std::int64_t{1}); }),
+       "the constant input 1 has shape (2, 2, 5, 5): it needs a batch dimension of 1"},
+      {with("Concat", [](auto&, auto& n) { n.add_input("x"); }), "attribute 'axis': is required"},
+      {with("Concat", [](auto&, auto& n) { n.add_input("x"), attribute(n, "axis", std::int64_t{4}); }),
+       "axis 4 is out of range for rank 4"},
+      {with("Unsqueeze", [](auto& b, auto& n) { n.add_input("axes"), b.integers("axes", {2, -4}); }),
+       "axes (2, -4) repeat an axis"},
+      {with("Unsqueeze", [](auto&, auto&) {}), "axes are missing"},
+      {with("Reshape", [](auto&, auto&) {}), "the target shape is missing or empty"},
+      {with("Reshape", [](auto& b, auto& n) { n.add_input("s"), b.integers("s", {0, 7, -1}); }),
+       "shape (0, 7, -1) does not fit (N, 2, 5, 5)"},
+      {with("Reshape", [](auto& b, auto& n) { n.add_input("s"), b.integers("s", {0, 0, 0, 0, 0}); }),
+       "shape (0, 0, 0, 0, 0) copies dimension 4, which the input (N, 2, 5, 5) lacks"},
+      {with("Slice", [](auto& b, auto& n) {
+         n.add_input("s"), n.add_input("e"), n.add_input("a"), n.add_input("st");
+         b.integers("s", {0}).integers("e", {2}).integers("a", {2}).integers("st", {0});
+       }),
+       "step 0 on axis 2"},
+      {with("Slice", [](auto& b, auto& n) {
+         n.add_input("s"), n.add_input("e"), n.add_input("a");
+         b.integers("s", {4}).integers("e", {2}).integers("a", {3});
+       }),
+       "leaves nothing of axis 3"},
+      {with("Max", [](auto& b, auto& n) { n.add_input("c"), b.constant("c", {3, 1, 1, 1}); }),
+       "a constant varies along the batch dimension"},
+      {with("Add", [](auto& b, auto& n) { n.add_input("c"), b.constant("c", {3}); }),
+       "shapes (1, 2, 5, 5) and (3) do not broadcast"},
+      {with("Clip", [](auto&, auto& n) { attribute(n, "min", std::nan("")); }, {1, 4}),
+       "the min bound is not a number"},
+      {with("ConvTranspose", [](auto& b, auto& n) {
+         n.add_input("w"), b.constant("w", {2, 3, 3, 3});
+         attribute(n, "output_padding", {1});
+       }),
+       "attribute 'output_padding': has 1 values, but the input has 2 spatial dimensions"},
+      {with("GlobalMaxPool", [](auto&, auto&) {}, {1, 4}), "input has shape (N, 4), no spatial dimension"},
+      {with("GlobalAveragePool", [](auto&, auto&) {}, {1, 4}), "input has shape (N, 4), no spatial dimension"},
+  };
+  for (const auto& c : cases) check_message(refusal(c.model), {"node 0 ('the_node', ", c.message});
+
+  ModelBuilder sparse({1, 4});
+  sparse.node("Relu", {"x"}, {"y"});
+  auto model = sparse.build();
+  auto* s = model.mutable_graph()->add_sparse_initializer();
+  s->mutable_values()->set_name("s");
+  check_message(refusal(model), {"the model has sparse initializers ('s', ...); convmat-onnx reads dense ones"});
+}
