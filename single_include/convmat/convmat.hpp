@@ -1623,6 +1623,17 @@ std::array<Index, Rank> pool_output_size(const std::array<Index, Rank>& input, c
   return out;
 }
 
+/// Whether window o of one dimension covers an input element: some tap k
+/// in [0, kernel) reads p = o * stride + k * dilation - begin in [0, input).
+/// Computed, not searched, so a huge kernel costs nothing.
+inline bool window_covers_input(Index o, Index input, Index kernel, Index stride, Index dilation, Index begin) {
+  const Index low = begin - o * stride;  // k * dilation >= low
+  const Index high = low + (input - 1);  // k * dilation <= high (no overflow: input + begin is checked)
+  if (high < 0) return false;
+  const Index first = low <= 0 ? 0 : low / dilation + (low % dilation != 0);  // the first tap at or past low
+  return first <= kernel - 1 && first <= high / dilation;
+}
+
 /// spec_error unless every pooling window covers at least one input element
 /// (beyond PyTorch's limits, a window can lie wholly in the padding). Per
 /// dimension the windows' first and last input elements are monotone in the
@@ -1633,17 +1644,11 @@ void require_windows_cover_input(const std::array<Index, Rank>& input, const std
                                  const std::array<Index, Rank>& begin, const std::array<Index, Rank>& output,
                                  const char* why) {
   for (int d = 0; d < Rank; ++d)
-    for (Index o : {Index{0}, output[d] - 1}) {
-      bool covers = false;
-      for (Index k = 0; k < kernel[d] && !covers; ++k) {
-        const Index p = o * stride[d] + k * dilation[d] - begin[d];
-        covers = 0 <= p && p < input[d];
-      }
-      if (!covers)
+    for (Index o : {Index{0}, output[d] - 1})
+      if (!window_covers_input(o, input[d], kernel[d], stride[d], dilation[d], begin[d]))
         fail("pooling window ", o, " of dimension ", d, " covers only padding (", why, "): input_size=", input,
              ", kernel_size=", kernel, ", stride=", stride, ", dilation=", dilation, ", padding=", begin,
              " give output ", output);
-    }
 }
 
 }  // namespace detail
