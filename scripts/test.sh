@@ -12,7 +12,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
+packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch python3-onnx python3-torchvision petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -48,6 +48,17 @@ ctest --test-dir "$root/cxx20" --output-on-failure -j "$jobs"
 stage "convmat-onnx: a CNN in ONNX to Gemm + Relu"
 test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&2; exit 1; }
 "$root/test/onnx/convmat-onnx" tests/data/onnx/lenet.onnx "$root/test/lenet_fully_connected.onnx"
+
+# ---- stage: convmat-onnx on torchvision's networks -------------------------
+# ResNet-18, a VGG, MobileNetV2 (random weights, 3x16x16) exported by torch,
+# converted, run as Gemm + Relu (numpy, float32, external data for the
+# ResNet) and as Matrix Market (scipy, float64), compared with torch. Then
+# the ONNX convention models are what tools/make_onnx_conventions.py writes.
+stage "convmat-onnx on torchvision networks (tools/check_onnx_torchvision.py)"
+/usr/bin/python3 tools/check_onnx_torchvision.py --convmat-onnx "$root/test/onnx/convmat-onnx"
+rm -rf "$root/onnx-conventions" && /usr/bin/python3 tools/make_onnx_conventions.py --out "$root/onnx-conventions" >/dev/null
+diff -r "$root/onnx-conventions" tests/data/onnx/conventions ||
+  { echo "tests/data/onnx/conventions differs from tools/make_onnx_conventions.py" >&2; exit 1; }
 
 # ---- stage: the convmat command against PyTorch ------------------------------
 # Its own tests (round trips, bad inputs, the worked example) ran in the
