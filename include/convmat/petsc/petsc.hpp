@@ -15,9 +15,11 @@
 //   conv_matrix_shell(comm, spec, w)  T matrix-free (MATSHELL): each rank
 //                                     keeps the weights and the geometry, and
 //                                     runs its rows of the convolution (and of
-//                                     the transposed one) on the input entries
-//                                     those rows read, gathered by a VecScatter
-//                                     (the halo exchange).
+//                                     the transposed one) through the library's
+//                                     product path (unfold + GEMM, GEMM +
+//                                     fold, as ConvOperator) on the input
+//                                     entries those rows read, gathered by a
+//                                     VecScatter (the halo exchange).
 //
 // Both use PETSc's default ownership (ownership(comm, spec)): rank r owns a
 // contiguous range of output rows, (channel, position) in convmat's C order,
@@ -44,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/unfold_product.hpp"
 #include "../sparse.hpp"
 
 namespace convmat::petsc {
