@@ -155,7 +155,17 @@ struct MatrixFreeProduct {
   static void scale_and_add(Dest& dst, const Operator& op, const Rhs& rhs, const Alpha& alpha) {
     Matrix<Scalar> y(op.rows(), rhs.cols());
     with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) { op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols()); });
-    dst += alpha * y;
+    // Scaled by hand, not as `alpha * y`: Eigen 3.4 loads a complex<float>
+    // constant as one 8-byte word from wherever its expression keeps it,
+    // which may be 4-byte aligned (UBSan: misaligned load).
+    const Scalar factor(alpha);
+    if (factor == Scalar(-1)) {
+      dst -= y;
+      return;
+    }
+    if (factor != Scalar(1))
+      for (Index i = 0; i < y.size(); ++i) y.data()[i] *= factor;
+    dst += y;
   }
 };
 

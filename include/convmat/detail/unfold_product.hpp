@@ -11,10 +11,12 @@
 // unfold matrix: a range of one sample's output positions, or several
 // small samples side by side. A panel's unfold block (its rows a chunk of
 // at most workspace_bytes) is built in a per-thread workspace and
-// multiplied while it is in the cache, so a product allocates a bounded
-// workspace per thread and never the unfold matrix. With OpenMP the panels
-// (forward) or the samples and input channels (adjoint, whose fold must
-// not add into the same input from two threads) are shared among threads.
+// multiplied while it is in the cache, so a product allocates per thread
+// that block and, for samples side by side, one group's output channels x
+// the panel's columns — never the unfold matrix, nothing that grows with
+// the batch or the image. With OpenMP the panels (forward) or the samples
+// and input channels (adjoint, whose fold must not add into the same input
+// from two threads) are shared among threads.
 #pragma once
 
 #include <Eigen/Core>
@@ -273,8 +275,7 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index out_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, panels.count, 1, [&](Index first, Index last) {
-    std::vector<Scalar> columns(static_cast<std::size_t>(depth * panels.width));
-    std::vector<Scalar> out(static_cast<std::size_t>(out_rows * panels.width));
+    Vector<Scalar> columns(depth * panels.width), out(out_rows * panels.width);  // uninitialised, aligned
     for (Index i = first; i < last; ++i) {
       const auto panel = panels(i);
       const Index n = panel.columns(), piece = panel.positions();
@@ -336,8 +337,7 @@ void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, In
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index gathered_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, sets * parts, 1, [&](Index first, Index last) {
-    std::vector<Scalar> columns(static_cast<std::size_t>(depth * panels.width));
-    std::vector<Scalar> gathered(static_cast<std::size_t>(gathered_rows * panels.width));
+    Vector<Scalar> columns(depth * panels.width), gathered(gathered_rows * panels.width);
     for (Index unit = first; unit < last; ++unit) {
       const Index set = unit / parts, part = unit % parts;
       const Index c_begin = channel_begin + channels * part / parts;
