@@ -278,9 +278,9 @@ std::vector<BadInput> bad_inputs() {
   add("unfold matrix beyond max_dense_bytes",
       [] { DenseLimit limit(1000); convmat::unfold(layer(), Eigen::VectorXd::Ones(252)); },
       {"the unfold matrix would be 36 x 35", "use convolve()"});
-  add("convolve_unfold buffer beyond max_dense_bytes",
+  add("convolve_unfold output beyond max_dense_bytes",  // its unfold workspace is bounded, not the guard's
       [&] { DenseLimit limit(1000); convmat::convolve_unfold(layer(), w, Eigen::VectorXd::Ones(252)); },
-      {"the unfold buffer would be 36 x 35"});
+      {"the output would be 210 x 1", "pass fewer samples at a time"});
   add("convolve output beyond max_dense_bytes",
       [&] { DenseLimit limit(1000); convmat::convolve(layer(), w, Eigen::MatrixXd::Ones(252, 2)); },
       {"the output would be 210 x 2", "pass fewer samples at a time"});

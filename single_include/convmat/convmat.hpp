@@ -345,6 +345,9 @@ inline constexpr const char* dense_matrix_hint =
     "build it as conv_matrix_sparse, in row blocks (conv_matrix_rows), use make_operator, "
     "or raise the limit with set_max_dense_bytes()";
 
+inline constexpr const char* batch_hint =
+    "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
+
 /// Throws spec_error if a rows x cols dense matrix of `scalar_size`-byte
 /// entries overflows Index, memory_limit_error if it exceeds
 /// max_dense_bytes(); `hint` says what to do.
@@ -1156,6 +1159,16 @@ Geometry<Rank> geometry(const ConvTransposeSpec<Rank>& spec) {
 
 namespace convmat::detail {
 
+/// How many threads parallel_chunks may use here: OpenMP's maximum, or 1
+/// inside a parallel region or without OpenMP.
+inline Eigen::Index available_threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
 /// Calls f(begin, end) on disjoint chunks covering [first, last), in
 /// parallel when OpenMP is on and there are at least `grain` items per
 /// thread. Each call may keep its own scratch space.
@@ -1164,7 +1177,7 @@ void parallel_chunks(Eigen::Index first, Eigen::Index last, Eigen::Index grain, 
   const Eigen::Index n = last - first;
   if (n <= 0) return;
 #ifdef _OPENMP
-  const Eigen::Index threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const Eigen::Index threads = available_threads();
   const Eigen::Index chunks = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, n / std::max<Eigen::Index>(grain, 1)));
   if (chunks > 1) {
 #pragma omp parallel for schedule(static) num_threads(static_cast<int>(chunks))
@@ -1352,9 +1365,6 @@ detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<
 
 namespace convmat {
 namespace detail {
-
-inline constexpr const char* batch_hint =
-    "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
 
 /// y = T x for one sample: y[oc, p] = sum over the group's input channels
 /// and p's taps of w[oc, ic, tap] * x[ic, offset]. `taps_of(p)` gives the
@@ -2281,12 +2291,15 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
 }  // namespace convmat
 
 // ---- convmat/operator.hpp ----------------------------------------------------
-// T without the matrix: ConvOperator holds a layer's geometry, its weights
-// and the taps of every output position (Geometry::taps_at, computed once;
-// up to 64 MiB, else found per product by detail::forward / detail::adjoint)
-// and multiplies with the direct convolution (T x) and its adjoint (T^T y,
-// T^H y), so a layer whose dense matrix would not fit in memory can still
-// be solved with. It follows Eigen's "matrix-free solvers" recipe, so
+// T without the matrix: ConvOperator holds a layer's geometry and its
+// weights and multiplies through the library's one product path
+// (detail/unfold_product.hpp): T X as a blocked unfold and one GEMM per
+// group, T^T Y and T^H Y as the GEMM with the transposed weights and a
+// blocked fold, a panel of about 512 columns at a time in a bounded
+// per-thread workspace, with OpenMP in threads. A vector is a batch of one;
+// a matrix is a batch, one column per sample. So a layer whose dense matrix
+// would not fit in memory can still be solved with, at the speed of
+// convolve_unfold. It follows Eigen's "matrix-free solvers" recipe, so
 // Eigen::ConjugateGradient, Eigen::BiCGSTAB and
 // Eigen::LeastSquaresConjugateGradient (from <Eigen/IterativeLinearSolvers>,
 // with Eigen::IdentityPreconditioner) take it, or one of its two
@@ -2301,6 +2314,386 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
 
 #include <memory>
 
+// ---- convmat/detail/unfold_product.hpp ---------------------------------------
+// The one product path. T X is a blocked unfold followed by one matrix
+// product (GEMM) per group; T^T Y and T^H Y are the products with the
+// transposed weights followed by a blocked fold. convolve_unfold,
+// ConvOperator (and through it the solvers, spectral_norm, the normal and
+// Tikhonov operators) and the PETSc MATSHELL all multiply here.
+//
+// A product is cut into panels of about panel_columns columns of the
+// unfold matrix: a range of one sample's output positions, or several
+// small samples side by side. A panel's unfold block (its rows a chunk of
+// at most workspace_bytes) is built in a per-thread workspace and
+// multiplied while it is in the cache, so a product allocates a bounded
+// workspace per thread and never the unfold matrix. With OpenMP the panels
+// (forward) or the samples and input channels (adjoint, whose fold must
+// not add into the same input from two threads) are shared among threads.
+
+namespace convmat::detail {
+
+/// Where a sample's input channels are read (unfold) or added (fold):
+/// spatial offset s of channel c at data[(c - channel_begin) *
+/// channel_stride + s - offset_begin]. The whole input is whole_input(g);
+/// the PETSc shell's halo holds a window of channels and offsets.
+struct InputWindow {
+  Index channel_begin = 0, channel_stride = 0, offset_begin = 0;
+};
+
+/// The window that is the whole input of a sample.
+template <int Rank>
+InputWindow whole_input(const Geometry<Rank>& g) {
+  return {0, g.input_spatial, 0};
+}
+
+/// One segment of a row of the unfold matrix: the columns of one outer
+/// position (a multi-index of every output axis but the last) that a block
+/// holds, elements [j_begin, j_end) of the last axis.
+struct UnfoldSegment {
+  Index row = 0;                ///< unfold row: channel * kernel_numel + tap
+  Index column = 0;             ///< the block's column of element j_begin
+  Index j_begin = 0, j_end = 0;
+  bool padding = false;         ///< every element reads a padding zero
+  Index base = 0;               ///< element j reads in[base + sources[j]] (window index), or padding if < 0
+  const Index* sources = nullptr;
+  const AxisRun* interior = nullptr;  ///< elements [begin, end) read in[base + first + (j - begin) * step]
+};
+
+/// Walks rows [row_begin, row_end) of the unfold matrix (rows (channel,
+/// tap), columns output positions) in order and, in each, the columns of
+/// output positions [position_begin, position_end), one UnfoldSegment per
+/// outer position they touch, giving input indices in `window`.
+template <int Rank, class F>
+void for_each_unfold_segment(const Geometry<Rank>& g, const InputWindow& window, Index row_begin, Index row_end,
+                             Index position_begin, Index position_end, F&& f) {
+  if (position_begin >= position_end) return;
+  constexpr int last = Rank - 1;
+  const Index segment = g.output_size[last];
+  const Index outer_begin = position_begin / segment, outer_end = (position_end - 1) / segment + 1;
+  std::array<Index, Rank> first_outer{};  // multi-index of outer_begin (last axis unused)
+  for (Index outer = outer_begin, d = last - 1; d >= 0; --d) {
+    first_outer[d] = outer % g.output_size[d];
+    outer /= g.output_size[d];
+  }
+  UnfoldSegment s;
+  for (Index row = row_begin; row < row_end; ++row) {
+    const Index channel = row / g.kernel_numel;
+    std::array<Index, Rank> k{};  // tap multi-index
+    for (Index tap = row % g.kernel_numel, d = last; d >= 0; --d) {
+      k[d] = tap % g.kernel_size[d];
+      tap /= g.kernel_size[d];
+    }
+    s.row = row;
+    s.sources = g.axes[last].sources_of_tap(k[last]);
+    s.interior = &g.axes[last].interior(k[last]);
+    const Index channel_base = (channel - window.channel_begin) * window.channel_stride - window.offset_begin;
+    std::array<Index, Rank> o = first_outer;
+    for (Index outer = outer_begin; outer < outer_end; ++outer) {
+      const Index start = outer * segment;
+      s.j_begin = std::max<Index>(position_begin - start, 0);
+      s.j_end = std::min<Index>(position_end - start, segment);
+      s.column = start + s.j_begin - position_begin;
+      Index spatial = 0;
+      s.padding = false;
+      for (int d = 0; d < last && !s.padding; ++d) {
+        const Index source = g.axes[d].source(o[d], k[d]);
+        s.padding = source < 0;
+        spatial += source * g.input_strides[d];
+      }
+      s.base = channel_base + spatial;
+      f(static_cast<const UnfoldSegment&>(s));
+      for (int d = last - 1; d >= 0; --d) {  // next outer position
+        if (++o[d] < g.output_size[d]) break;
+        o[d] = 0;
+      }
+    }
+  }
+}
+
+/// The elements [run_begin, run_end) of a segment that its interior run
+/// holds, clipped to [j_begin, j_end).
+inline std::pair<Index, Index> clipped_run(const UnfoldSegment& s) {
+  const Index begin = std::min(std::max(s.interior->begin, s.j_begin), s.j_end);
+  const Index end = std::min(std::max(s.interior->end, begin), s.j_end);
+  return {begin, end};
+}
+
+/// Rows [row_begin, row_end) and the columns of output positions
+/// [position_begin, position_end) of one sample's unfold matrix, the
+/// sample read through `window`, into `out`: row-major, `width` elements
+/// per row (row row_begin first). Within a segment the interior is one
+/// contiguous (or strided) copy; only the borders look at each element's
+/// source.
+template <int Rank, class Scalar>
+void unfold_block_into(const Geometry<Rank>& g, const Scalar* x, const InputWindow& window, Index row_begin,
+                       Index row_end, Index position_begin, Index position_end, Scalar* out, Index width) {
+  for_each_unfold_segment(g, window, row_begin, row_end, position_begin, position_end, [&](const UnfoldSegment& s) {
+    Scalar* to = out + (s.row - row_begin) * width + s.column;  // element j at to[j - j_begin]
+    if (s.padding) {
+      std::fill(to, to + (s.j_end - s.j_begin), Scalar(0));
+      return;
+    }
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j)
+        to[j - s.j_begin] = s.sources[j] < 0 ? Scalar(0) : x[s.base + s.sources[j]];
+    };
+    const auto [run_begin, run_end] = clipped_run(s);
+    by_source(s.j_begin, run_begin);
+    if (run_begin < run_end) {
+      const AxisRun& run = *s.interior;
+      const Scalar* in = x + s.base + run.first + (run_begin - run.begin) * run.step;
+      Scalar* dst = to + (run_begin - s.j_begin);
+      if (run.step == 1)
+        std::copy(in, in + (run_end - run_begin), dst);
+      else
+        for (Index j = 0; j < run_end - run_begin; ++j) dst[j] = in[j * run.step];
+    }
+    by_source(run_end, s.j_end);
+  });
+}
+
+/// The adjoint of unfold_block_into: adds each element of the block
+/// `columns` (as unfold_block_into writes it) into the input it was read
+/// from, in `window`.
+template <int Rank, class Scalar>
+void fold_block_add(const Geometry<Rank>& g, const Scalar* columns, Index width, Index row_begin, Index row_end,
+                    Index position_begin, Index position_end, Scalar* x, const InputWindow& window) {
+  for_each_unfold_segment(g, window, row_begin, row_end, position_begin, position_end, [&](const UnfoldSegment& s) {
+    if (s.padding) return;
+    const Scalar* from = columns + (s.row - row_begin) * width + s.column;  // element j at from[j - j_begin]
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j)
+        if (s.sources[j] >= 0) x[s.base + s.sources[j]] += from[j - s.j_begin];
+    };
+    const auto [run_begin, run_end] = clipped_run(s);
+    by_source(s.j_begin, run_begin);
+    if (run_begin < run_end) {
+      const AxisRun& run = *s.interior;
+      Scalar* in = x + s.base + run.first + (run_begin - run.begin) * run.step;
+      const Scalar* src = from + (run_begin - s.j_begin);
+      for (Index j = 0; j < run_end - run_begin; ++j) in[j * run.step] += src[j];
+    }
+    by_source(run_end, s.j_end);
+  });
+}
+
+/// The rows of T a product covers: output channels [channel_begin,
+/// channel_end) at output positions [position_begin, position_end). A
+/// sample's part of the product is laid out channel-major: (channel -
+/// channel_begin) * positions() + (position - position_begin).
+struct OutputRegion {
+  Index channel_begin = 0, channel_end = 0, position_begin = 0, position_end = 0;
+  Index channels() const { return channel_end - channel_begin; }
+  Index positions() const { return position_end - position_begin; }
+};
+
+/// Every row of T.
+template <int Rank>
+OutputRegion whole_output(const Geometry<Rank>& g) {
+  return {0, g.out_channels, 0, g.output_spatial};
+}
+
+/// Columns of the unfold matrix per panel: wide enough for the GEMM to run
+/// at full speed, narrow enough for the block to stay in the cache.
+inline constexpr Index panel_columns = 512;
+/// A panel is never split below this many columns to give threads work.
+inline constexpr Index min_panel_columns = 64;
+/// The most one thread's unfold block takes; deeper layers are multiplied
+/// in chunks of rows (the products added up).
+inline constexpr std::size_t workspace_bytes = std::size_t{2} << 20;
+
+/// How a product over `batch` samples of `positions` columns each is cut
+/// into panels: with `splits` > 1, panel i is the split i % splits of
+/// sample i / splits' positions; else panel i holds samples [i * samples,
+/// (i + 1) * samples), whole. A sample set (sample_sets() of them) is the
+/// samples of `splits` consecutive panels: no two sets share a sample.
+struct Panels {
+  struct Panel {
+    Index sample_begin, sample_end, position_begin, position_end;
+    Index positions() const { return position_end - position_begin; }
+    Index columns() const { return (sample_end - sample_begin) * positions(); }
+  };
+
+  Index positions = 0, batch = 0, splits = 1, samples = 1, count = 0, width = 0;
+
+  Panels(Index positions_per_sample, Index batch_size, Index threads)
+      : positions(positions_per_sample), batch(batch_size) {
+    const auto ceil_div = [](Index a, Index b) { return (a + b - 1) / b; };
+    splits = std::max<Index>(1, (positions + panel_columns / 2) / panel_columns);
+    const Index most_splits = std::max<Index>(1, positions / min_panel_columns);
+    if (batch * splits < threads) splits = std::min(most_splits, ceil_div(threads, batch));
+    // Few panels: as many per thread, if the panels stay wide enough.
+    while (batch * splits < 4 * threads && (batch * splits) % threads != 0 && splits < most_splits) ++splits;
+    if (splits > 1) {
+      count = batch * splits;
+      width = ceil_div(positions, splits);
+      return;
+    }
+    samples = std::max<Index>(1, panel_columns / std::max<Index>(positions, 1));
+    count = std::max(ceil_div(batch, samples), std::min(batch, threads));
+    samples = ceil_div(batch, count);
+    count = ceil_div(batch, samples);
+    width = samples * positions;
+  }
+
+  Panel operator()(Index i) const {
+    if (splits > 1) {
+      const Index k = i % splits;
+      return {i / splits, i / splits + 1, positions * k / splits, positions * (k + 1) / splits};
+    }
+    return {i * samples, std::min(batch, (i + 1) * samples), 0, positions};
+  }
+  Index sample_sets() const { return count / splits; }
+};
+
+/// Rows of the unfold block per chunk for panels `width` columns wide.
+template <class Scalar>
+Index workspace_depth(Index group_rows, Index width) {
+  const Index fits = static_cast<Index>(workspace_bytes / sizeof(Scalar)) / std::max<Index>(width, 1);
+  return std::max<Index>(1, std::min(group_rows, fits));
+}
+
+template <class Scalar>
+using BlockMap = Eigen::Map<RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
+template <class Scalar>
+using ConstBlockMap = Eigen::Map<const RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
+
+/// Y = T X on the rows `region` of T, for `batch` samples: sample s reads
+/// x + s * x_stride through `window` and writes y + s * y_stride (laid out
+/// as OutputRegion says; overwritten). `w` holds the weights (out_channels,
+/// in_channels / groups, kernel...); conjugated ones give conj(T) X. The
+/// work is cut for `threads` threads (0: available_threads()); any number
+/// gives the same result, up to rounding.
+template <int Rank, class Scalar>
+void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, Index x_stride,
+                     const InputWindow& window, Scalar* y, Index y_stride, Index batch, const OutputRegion& region,
+                     Index threads = 0) {
+  if (batch <= 0 || region.channels() <= 0 || region.positions() <= 0) return;
+  const Index cog = g.out_per_group(), group_rows = g.in_per_group() * g.kernel_numel;
+  const Index positions = region.positions();
+  const Index first_group = region.channel_begin / cog, last_group = (region.channel_end - 1) / cog;
+  const Panels panels(positions, batch, threads > 0 ? threads : available_threads());
+  const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
+  const Index out_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
+  parallel_chunks(0, panels.count, 1, [&](Index first, Index last) {
+    std::vector<Scalar> columns(static_cast<std::size_t>(depth * panels.width));
+    std::vector<Scalar> out(static_cast<std::size_t>(out_rows * panels.width));
+    for (Index i = first; i < last; ++i) {
+      const auto panel = panels(i);
+      const Index n = panel.columns(), piece = panel.positions();
+      const Index from = region.position_begin + panel.position_begin, to = from + piece;
+      const bool side_by_side = panel.sample_end - panel.sample_begin > 1;
+      for (Index group = first_group; group <= last_group; ++group) {
+        const Index oc_begin = std::max(region.channel_begin, group * cog);
+        const Index oc_end = std::min(region.channel_end, (group + 1) * cog);
+        Scalar* y_block = y + panel.sample_begin * y_stride + (oc_begin - region.channel_begin) * positions +
+                          panel.position_begin;
+        BlockMap<Scalar> product = side_by_side
+                                       ? BlockMap<Scalar>(out.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+                                       : BlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
+        for (Index r0 = 0; r0 < group_rows; r0 += depth) {
+          const Index r1 = std::min(r0 + depth, group_rows), row0 = group * group_rows;
+          for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+            unfold_block_into(g, x + s * x_stride, window, row0 + r0, row0 + r1, from, to,
+                              columns.data() + (s - panel.sample_begin) * piece, n);
+          const ConstBlockMap<Scalar> u(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+          const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
+                                              Eigen::OuterStride<>(group_rows));
+          if (r0 == 0)
+            product.noalias() = w_block * u;
+          else
+            product.noalias() += w_block * u;
+        }
+        if (side_by_side)  // each sample's columns to its own output
+          for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+            for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
+              const Scalar* source = out.data() + oc * n + (s - panel.sample_begin) * piece;
+              std::copy(source, source + piece, y_block + (s - panel.sample_begin) * y_stride + oc * positions);
+            }
+      }
+    }
+  });
+}
+
+/// X (+)= T^T Y on the rows `region` of T, for `batch` samples: sample s
+/// reads y + s * y_stride (laid out as OutputRegion says) and adds into x +
+/// s * x_stride through `window`, into the input channels of the groups
+/// the region's channels belong to; with `overwrite` those channels are
+/// set instead (nothing else of x is touched). With conjugated weights
+/// `w` it is T^H Y. The fold of one sample into one input channel runs on
+/// one thread: threads share the sample sets and, when there are fewer
+/// sets than threads, the input channels. `threads` as unfold_multiply.
+template <int Rank, class Scalar>
+void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, Index y_stride, Scalar* x,
+                   Index x_stride, const InputWindow& window, Index batch, const OutputRegion& region,
+                   bool overwrite, Index threads = 0) {
+  if (batch <= 0 || region.channels() <= 0 || region.positions() <= 0) return;
+  const Index cig = g.in_per_group(), cog = g.out_per_group(), kn = g.kernel_numel, group_rows = cig * kn;
+  const Index positions = region.positions();
+  const Index first_group = region.channel_begin / cog, last_group = (region.channel_end - 1) / cog;
+  const Index channel_begin = first_group * cig, channels = (last_group + 1 - first_group) * cig;
+  if (threads <= 0) threads = available_threads();
+  const Panels panels(positions, batch, threads);
+  const Index sets = panels.sample_sets();
+  const Index parts = sets >= threads ? 1 : std::min(channels, (threads + sets - 1) / sets);
+  const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
+  const Index gathered_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
+  parallel_chunks(0, sets * parts, 1, [&](Index first, Index last) {
+    std::vector<Scalar> columns(static_cast<std::size_t>(depth * panels.width));
+    std::vector<Scalar> gathered(static_cast<std::size_t>(gathered_rows * panels.width));
+    for (Index unit = first; unit < last; ++unit) {
+      const Index set = unit / parts, part = unit % parts;
+      const Index c_begin = channel_begin + channels * part / parts;
+      const Index c_end = channel_begin + channels * (part + 1) / parts;
+      if (c_begin == c_end) continue;
+      if (overwrite) {
+        const auto first_panel = panels(set * panels.splits);
+        for (Index s = first_panel.sample_begin; s < first_panel.sample_end; ++s) {
+          Scalar* channel = x + s * x_stride + (c_begin - window.channel_begin) * window.channel_stride;
+          std::fill(channel, channel + (c_end - c_begin) * window.channel_stride, Scalar(0));
+        }
+      }
+      for (Index i = set * panels.splits; i < (set + 1) * panels.splits; ++i) {
+        const auto panel = panels(i);
+        const Index n = panel.columns(), piece = panel.positions();
+        const Index from = region.position_begin + panel.position_begin, to = from + piece;
+        const bool side_by_side = panel.sample_end - panel.sample_begin > 1;
+        for (Index group = std::max(first_group, c_begin / cig); group <= (c_end - 1) / cig; ++group) {
+          const Index oc_begin = std::max(region.channel_begin, group * cog);
+          const Index oc_end = std::min(region.channel_end, (group + 1) * cog);
+          if (oc_begin >= oc_end) continue;
+          const Scalar* y_block = y + panel.sample_begin * y_stride +
+                                  (oc_begin - region.channel_begin) * positions + panel.position_begin;
+          if (side_by_side)  // the samples' columns side by side
+            for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+              for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
+                const Scalar* source = y_block + (s - panel.sample_begin) * y_stride + oc * positions;
+                std::copy(source, source + piece, gathered.data() + oc * n + (s - panel.sample_begin) * piece);
+              }
+          const ConstBlockMap<Scalar> y_group = side_by_side
+              ? ConstBlockMap<Scalar>(gathered.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+              : ConstBlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
+          const Index r_begin = (std::max(c_begin, group * cig) - group * cig) * kn;
+          const Index r_end = (std::min(c_end, (group + 1) * cig) - group * cig) * kn;
+          for (Index r0 = r_begin; r0 < r_end; r0 += depth) {
+            const Index r1 = std::min(r0 + depth, r_end), row0 = group * group_rows;
+            BlockMap<Scalar> c(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+            const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
+                                                Eigen::OuterStride<>(group_rows));
+            c.noalias() = w_block.transpose() * y_group;
+            for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+              fold_block_add(g, columns.data() + (s - panel.sample_begin) * piece, n, row0 + r0, row0 + r1, from,
+                             to, x + s * x_stride, window);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/operator.hpp (continued) ----------------------------------------
 namespace convmat {
 
 template <class Scalar, int Rank>
@@ -2313,9 +2706,9 @@ class TikhonovOperator;
 namespace detail {
 
 /// What Eigen asks of a matrix-free operator — the typedefs, the flags and
-/// a checked `operator*` — written once for the three operators. Derived
-/// provides rows(), cols() and apply(x, y): y = A x for one contiguous
-/// vector.
+/// a checked `operator*` — and apply(), written once for the three
+/// operators. Derived provides rows(), cols() and apply_batch(x, x_stride,
+/// y, y_stride, batch): Y = A X for `batch` contiguous columns.
 template <class Derived, class ScalarType>
 class MatrixFreeBase : public Eigen::EigenBase<Derived> {
  public:
@@ -2334,6 +2727,14 @@ class MatrixFreeBase : public Eigen::EigenBase<Derived> {
       fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
            "), but the operator is ", self.rows(), " x ", self.cols());
     return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+  }
+
+  /// y = A x for one sample: x has cols() contiguous entries, y rows(); y
+  /// is overwritten and must not overlap x. apply_batch with a batch of
+  /// one, for callers that manage their own buffers.
+  void apply(const Scalar* x, Scalar* y) const {
+    const Derived& self = static_cast<const Derived&>(*this);
+    self.apply_batch(x, self.cols(), y, self.rows(), 1);
   }
 };
 
@@ -2415,45 +2816,29 @@ struct MatrixFreeProduct {
   }
 };
 
-/// y[:, j] = A x[:, j] for `batch` contiguous columns (strides between
-/// columns x_stride and y_stride), one apply() per column: the batch
-/// product of an operator whose apply() takes one sample.
-template <class Operator, class Scalar>
-void apply_each_column(const Operator& op, const Scalar* x, Index x_stride, Scalar* y, Index y_stride,
-                       Index batch) {
-  for (Index j = 0; j < batch; ++j) op.apply(x + j * x_stride, y + j * y_stride);
-}
+/// `batch` columns of `rows` entries, column j at data + j * stride.
+template <class Scalar>
+using ColumnsMap = Eigen::Map<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
+template <class Scalar>
+using ConstColumnsMap = Eigen::Map<const Matrix<Scalar>, 0, Eigen::OuterStride<>>;
 
-/// The most an operator spends on keeping every position's taps (beyond
-/// it, products find them as they go, with detail::forward / adjoint).
-inline constexpr std::size_t max_tap_table_bytes = std::size_t{64} << 20;
-
-/// Whether a layer's taps fit in max_tap_table_bytes.
-template <int Rank>
-bool tap_table_fits(const Geometry<Rank>& g) {
-  const auto most = static_cast<std::size_t>(g.output_spatial) * static_cast<std::size_t>(g.kernel_numel);
-  return most <= max_tap_table_bytes / sizeof(Tap);
-}
-
-/// A layer's geometry, its tap table and its weights, shared by an
-/// operator and its transposes. For complex scalars the conjugated weights
-/// are kept too.
+/// A layer's geometry and its weights, shared by an operator and its
+/// transposes. For complex scalars the conjugated weights are kept too.
 template <class Scalar, int Rank>
 struct OperatorState {
   Geometry<Rank> geometry;
-  TapLists<Rank> table;  // every position's taps, or none (see tap_table_fits)
-  bool has_table = false;
   Vector<Scalar> weight;
   Vector<Scalar> conjugate_weight;  // empty for real scalars
 };
 
 }  // namespace detail
 
-/// The matrix T of a layer, matrix-free: `op * x` is the layer (the direct
-/// convolution of detail::forward), `op.transpose() * y` is T^T y and
-/// `op.adjoint() * y` is T^H y (detail::adjoint; the same for real
-/// scalars). rows() = output_numel, cols() = input_numel. Copies are cheap
-/// and share the weights. Made by make_operator(spec, weight).
+/// The matrix T of a layer, matrix-free: `op * x` is the layer (unfold and
+/// GEMM, detail::unfold_multiply), `op.transpose() * y` is T^T y and
+/// `op.adjoint() * y` is T^H y (GEMM and fold, detail::multiply_fold; the
+/// same for real scalars). rows() = output_numel, cols() = input_numel.
+/// Copies are cheap and share the weights. Made by make_operator(spec,
+/// weight).
 template <class ScalarType, int Rank>
 class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank>, ScalarType> {
  public:
@@ -2465,13 +2850,11 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// false, T^T (T^H if also `conjugated`) if true. Prefer make_operator.
   ConvOperator(const detail::Geometry<Rank>& geometry, detail::Vector<Scalar> weight, bool transposed)
       : transposed_(transposed) {
-    if (weight.size() != geometry.weight_numel())  // apply() reads weight_numel() of them
+    if (weight.size() != geometry.weight_numel())  // the products read weight_numel() of them
       detail::fail("ConvOperator: weight has ", weight.size(), " elements, but the geometry needs ",
                    geometry.weight_numel());
     auto state = std::make_shared<detail::OperatorState<Scalar, Rank>>();
     state->geometry = geometry;
-    state->has_table = detail::tap_table_fits(geometry);
-    if (state->has_table) state->table.assign(geometry, 0, geometry.output_spatial);
     state->weight = std::move(weight);
     if constexpr (Eigen::NumTraits<Scalar>::IsComplex) state->conjugate_weight = state->weight.conjugate();
     state_ = std::move(state);
@@ -2491,24 +2874,19 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
 
   /// Y = op X for `batch` samples: column j of X starts at x + j *
   /// x_stride (cols() contiguous entries), of Y at y + j * y_stride (rows()
-  /// entries, overwritten; no overlap with X). What `op * X` runs.
+  /// entries, overwritten; no overlap with X). What `op * X` runs, and
+  /// apply(x, y) with a batch of one: unfold and GEMM for T (and conj(T)),
+  /// GEMM and fold for T^T and T^H, a bounded workspace per thread.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = op x for one sample: x has cols() contiguous entries, y rows();
-  /// y is overwritten and must not overlap x. The building block of
-  /// `operator*`, for callers that manage their own buffers.
-  void apply(const Scalar* x, Scalar* y) const {
     const auto& state = *state_;
     const auto& g = state.geometry;
-    const Scalar* w = conjugated_ && !transposed_ ? state.conjugate_weight.data() : state.weight.data();
-    const auto kept = [&](Index p) { return std::pair(state.table.begin(p), state.table.end(p)); };
+    // conj(T) and T^H read the conjugated weights, T and T^T the weights.
+    const Scalar* w = conjugated_ ? state.conjugate_weight.data() : state.weight.data();
     if (!transposed_)
-      state.has_table ? detail::forward_over(g, kept, w, x, y) : detail::forward(g, w, x, y);
+      detail::unfold_multiply(g, w, x, x_stride, detail::whole_input(g), y, y_stride, batch, detail::whole_output(g));
     else
-      state.has_table ? detail::adjoint_over(g, kept, w, x, y, conjugated_)
-                      : detail::adjoint(g, w, x, y, conjugated_);
+      detail::multiply_fold(g, w, x, x_stride, y, y_stride, detail::whole_input(g), batch, detail::whole_output(g),
+                            true);
   }
 
  private:
@@ -2568,18 +2946,15 @@ class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, 
   /// The ConvOperator T it is the normal operator of.
   const ConvOperator<Scalar, Rank>& conv() const { return op_; }
 
-  /// Y = (T^H T + lambda I) X for `batch` columns (see ConvOperator::apply_batch).
+  /// Y = (T^H T + lambda I) X for `batch` columns (see
+  /// ConvOperator::apply_batch): T X for the whole batch, then T^H of it.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = (T^H T + lambda I) x for one contiguous vector (no overlap).
-  void apply(const Scalar* x, Scalar* y) const {
-    detail::Vector<Scalar> t(op_.rows());
-    op_.apply(x, t.data());
-    op_.adjoint().apply(t.data(), y);
+    detail::Matrix<Scalar> t(op_.rows(), batch);  // T X
+    op_.apply_batch(x, x_stride, t.data(), t.rows(), batch);
+    op_.adjoint().apply_batch(t.data(), t.rows(), y, y_stride, batch);
     if (lambda_ != RealScalar(0))
-      Eigen::Map<detail::Vector<Scalar>>(y, cols()) += lambda_ * Eigen::Map<const detail::Vector<Scalar>>(x, cols());
+      detail::ColumnsMap<Scalar>(y, cols(), batch, Eigen::OuterStride<>(y_stride)) +=
+          lambda_ * detail::ConstColumnsMap<Scalar>(x, cols(), batch, Eigen::OuterStride<>(x_stride));
   }
 
  private:
@@ -2633,20 +3008,18 @@ class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarTy
     return stacked;
   }
 
-  /// Y = A X for `batch` columns (see ConvOperator::apply_batch).
+  /// Y = A X for `batch` columns (see ConvOperator::apply_batch): T's
+  /// (or T^T's, T^H's) product on the whole batch, then the identity part.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = A x for one contiguous vector (no overlap).
-  void apply(const Scalar* x, Scalar* y) const {
-    using Map = Eigen::Map<detail::Vector<Scalar>>;
-    using ConstMap = Eigen::Map<const detail::Vector<Scalar>>;
-    op_.apply(x, y);
-    if (stacked_)  // [T x; s x]
-      Map(y + op_.rows(), op_.cols()) = scale_ * ConstMap(x, op_.cols());
-    else  // T' x_top + s x_bottom
-      Map(y, op_.rows()) += scale_ * ConstMap(x + op_.cols(), op_.rows());
+    using Map = detail::ColumnsMap<Scalar>;
+    using ConstMap = detail::ConstColumnsMap<Scalar>;
+    op_.apply_batch(x, x_stride, y, y_stride, batch);  // the first op_.rows() entries of each column
+    if (stacked_)  // [T X; s X]
+      Map(y + op_.rows(), op_.cols(), batch, Eigen::OuterStride<>(y_stride)) =
+          scale_ * ConstMap(x, op_.cols(), batch, Eigen::OuterStride<>(x_stride));
+    else  // T' X_top + s X_bottom
+      Map(y, op_.rows(), batch, Eigen::OuterStride<>(y_stride)) +=
+          scale_ * ConstMap(x + op_.cols(), op_.rows(), batch, Eigen::OuterStride<>(x_stride));
   }
 
  private:
@@ -2669,7 +3042,7 @@ TikhonovOperator<Scalar, Rank> tikhonov_operator(const ConvOperator<Scalar, Rank
 
 // Eigen's side of the recipe: the operators are "sparse" for Eigen's
 // expression machinery, and their product with a dense vector or matrix is
-// evaluated through apply().
+// evaluated through apply_batch() (detail::MatrixFreeProduct).
 namespace Eigen::internal {
 
 template <class Scalar, int Rank>
@@ -3872,89 +4245,6 @@ namespace detail {
 inline constexpr const char* unfold_hint =
     "use convolve() or the sparse matrix instead, or raise the limit with set_max_dense_bytes()";
 
-/// Walks rows [row_begin, row_end) of the unfold matrix (rows (channel,
-/// tap), columns output positions) in order; in each row, the columns of
-/// outer positions [outer_begin, outer_end) — an outer position is one
-/// multi-index of every output axis but the last — one segment of O_last
-/// columns each. For each segment it calls f(row, column, base, sources,
-/// interior): the segment holds columns [column, column + O_last), counted
-/// from outer_begin's first column; element j reads input[base +
-/// sources[j]] (sources[j] < 0: padding zero); base < 0 means the whole
-/// segment reads padding zeros. `interior` is the last axis's AxisRun for
-/// the row's tap: elements [begin, end) read input[base + first + (j -
-/// begin) * step], with no padding in between.
-template <int Rank, class F>
-void for_each_unfold_segment(const Geometry<Rank>& g, Index row_begin, Index row_end, Index outer_begin,
-                             Index outer_end, F&& f) {
-  constexpr int last = Rank - 1;
-  const Index segment = g.output_size[last];
-  std::array<Index, Rank> first_outer{};  // multi-index of outer_begin (last axis unused)
-  for (Index outer = outer_begin, d = last - 1; d >= 0; --d) {
-    first_outer[d] = outer % g.output_size[d];
-    outer /= g.output_size[d];
-  }
-  for (Index row = row_begin; row < row_end; ++row) {
-    const Index channel = row / g.kernel_numel;
-    std::array<Index, Rank> k{};  // tap multi-index
-    for (Index tap = row % g.kernel_numel, d = last; d >= 0; --d) {
-      k[d] = tap % g.kernel_size[d];
-      tap /= g.kernel_size[d];
-    }
-    const Index* sources = g.axes[last].sources_of_tap(k[last]);
-    const AxisRun& interior = g.axes[last].interior(k[last]);
-    std::array<Index, Rank> o = first_outer;
-    for (Index outer = outer_begin; outer < outer_end; ++outer) {
-      Index base = channel * g.input_spatial;
-      for (int d = 0; d < last && base >= 0; ++d) {
-        const Index s = g.axes[d].source(o[d], k[d]);
-        base = s < 0 ? -1 : base + s * g.input_strides[d];
-      }
-      f(row, (outer - outer_begin) * segment, base, sources, interior);
-      for (int d = last - 1; d >= 0; --d) {  // next outer position
-        if (++o[d] < g.output_size[d]) break;
-        o[d] = 0;
-      }
-    }
-  }
-}
-
-/// The number of outer positions of the unfold matrix (output_spatial / O_last).
-template <int Rank>
-Index unfold_outer_count(const Geometry<Rank>& g) {
-  return g.output_spatial / g.output_size[Rank - 1];
-}
-
-/// Rows [row_begin, row_end) and outer positions [outer_begin, outer_end)
-/// of the unfold matrix of one sample into `out`, row-major with `width`
-/// elements per row (row row_begin first). Within a segment the interior
-/// is one contiguous (or strided) copy; only the borders look at the
-/// per-element sources.
-template <int Rank, class Scalar>
-void unfold_block_into(const Geometry<Rank>& g, const Scalar* x, Index row_begin, Index row_end,
-                       Index outer_begin, Index outer_end, Scalar* out, Index width) {
-  const Index segment = g.output_size[Rank - 1];
-  const auto copy_segment = [&](Index row, Index column, Index base, const Index* sources,
-                                const AxisRun& interior) {
-    Scalar* to = out + (row - row_begin) * width + column;
-    if (base < 0) {
-      std::fill(to, to + segment, Scalar(0));
-      return;
-    }
-    const Scalar* in = x + base;
-    const auto by_source = [&](Index j_begin, Index j_end) {
-      for (Index j = j_begin; j < j_end; ++j) to[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
-    };
-    by_source(0, interior.begin);
-    const Scalar* run = in + interior.first;
-    if (interior.step == 1)
-      std::copy(run, run + (interior.end - interior.begin), to + interior.begin);
-    else
-      for (Index j = interior.begin; j < interior.end; ++j) to[j] = run[(j - interior.begin) * interior.step];
-    by_source(std::max(interior.begin, interior.end), segment);
-  };
-  for_each_unfold_segment(g, row_begin, row_end, outer_begin, outer_end, copy_segment);
-}
-
 /// The number of unfold rows one thread should at least take: enough for
 /// the split to pay for itself (about 32 Ki elements).
 template <int Rank>
@@ -3967,19 +4257,9 @@ Index unfold_grain(const Geometry<Rank>& g) {
 template <int Rank, class Scalar>
 void unfold_into(const Geometry<Rank>& g, const Scalar* x, Scalar* columns) {
   parallel_chunks(0, g.in_channels * g.kernel_numel, unfold_grain(g), [&](Index begin, Index end) {
-    unfold_block_into(g, x, begin, end, 0, unfold_outer_count(g), columns + begin * g.output_spatial,
+    unfold_block_into(g, x, whole_input(g), begin, end, 0, g.output_spatial, columns + begin * g.output_spatial,
                       g.output_spatial);
   });
-}
-
-/// How many outer positions convolve_unfold unfolds and multiplies at a
-/// time: about 512 columns, so the block of the unfold matrix stays in
-/// the cache between being written and being read by the product, and the
-/// products are still wide enough to run at full speed.
-template <int Rank>
-Index convolve_block_outer(const Geometry<Rank>& g) {
-  const Index segment = g.output_size[Rank - 1];
-  return std::max<Index>(1, (512 + segment / 2) / segment);
 }
 
 /// fold: the adjoint of unfold_into; x is overwritten. The rows of one
@@ -3987,25 +4267,11 @@ Index convolve_block_outer(const Geometry<Rank>& g) {
 /// channels are split over threads.
 template <int Rank, class Scalar>
 void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
-  const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
-  const auto add_segment = [&](Index row, Index column, Index base, const Index* sources,
-                               const AxisRun& interior) {
-    if (base < 0) return;
-    const Scalar* from = columns + row * width + column;
-    Scalar* to = x + base;
-    const auto by_source = [&](Index j_begin, Index j_end) {
-      for (Index j = j_begin; j < j_end; ++j)
-        if (sources[j] >= 0) to[sources[j]] += from[j];
-    };
-    by_source(0, interior.begin);
-    Scalar* run = to + interior.first;
-    for (Index j = interior.begin; j < interior.end; ++j) run[(j - interior.begin) * interior.step] += from[j];
-    by_source(std::max(interior.begin, interior.end), segment);
-  };
   const Index kn = g.kernel_numel;
   parallel_chunks(0, g.in_channels, std::max<Index>(1, unfold_grain(g) / kn), [&](Index begin, Index end) {
     std::fill(x + begin * g.input_spatial, x + end * g.input_spatial, Scalar(0));
-    for_each_unfold_segment(g, begin * kn, end * kn, 0, unfold_outer_count(g), add_segment);
+    fold_block_add(g, columns + begin * kn * g.output_spatial, g.output_spatial, begin * kn, end * kn, 0,
+                   g.output_spatial, x, whole_input(g));
   });
 }
 
@@ -4052,49 +4318,23 @@ detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
 
 /// The convolution of every column of `input` through unfold and one
 /// matrix product per group: the same result as convolve(), by another
-/// road. The unfold matrix is never held whole: it is built and multiplied
-/// a block of about 512 columns at a time, while the block is in the
-/// cache; with OpenMP the blocks are shared among the threads.
+/// road — the one ConvOperator's products take (detail::unfold_multiply).
+/// The unfold matrix is never held whole: it is built and multiplied a
+/// panel of about 512 columns at a time, while the panel is in the cache;
+/// with OpenMP the panels are shared among the threads.
 template <int Rank, class WeightDerived, class InputDerived>
 detail::Matrix<typename WeightDerived::Scalar> convolve_unfold(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<WeightDerived>& weight,
     const Eigen::MatrixBase<InputDerived>& input) {
   detail::require_same_scalar<WeightDerived, InputDerived>();
   using Scalar = typename WeightDerived::Scalar;
-  using ConstRowMajorMap = Eigen::Map<const detail::RowMajorMatrix<Scalar>>;
-  using BlockMap = Eigen::Map<detail::RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
-  const Index rows = detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows");
-  const Index group_rows = g.in_per_group() * g.kernel_numel, cog = g.out_per_group();
-  const Index segment = g.output_size[Rank - 1], outer_count = detail::unfold_outer_count(g);
-  const Index block_outer = std::min(detail::convolve_block_outer(g), outer_count);
-  const Index blocks = (outer_count + block_outer - 1) / block_outer;
-  detail::check_dense_size(rows, detail::checked_mul(block_outer, segment, "unfold block columns"), sizeof(Scalar),
-                           "the unfold buffer", detail::unfold_hint);
-  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::unfold_hint);
+  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
   detail::Matrix<Scalar> y(g.output_numel(), x.cols());
-  for (Index s = 0; s < x.cols(); ++s) {
-    const Scalar* x_sample = x.col(s).data();
-    Scalar* y_sample = y.col(s).data();
-    detail::parallel_chunks(0, blocks, 1, [&](Index block_begin, Index block_end) {
-      detail::RowMajorMatrix<Scalar> columns(rows, block_outer * segment);
-      for (Index block = block_begin; block < block_end; ++block) {
-        const Index outer_begin = block * block_outer;
-        const Index outer_end = std::min(outer_begin + block_outer, outer_count);
-        const Index width = (outer_end - outer_begin) * segment;
-        detail::unfold_block_into(g, x_sample, 0, rows, outer_begin, outer_end, columns.data(), width);
-        const ConstRowMajorMap block_columns(columns.data(), rows, width);
-        for (Index group = 0; group < g.groups; ++group) {
-          const ConstRowMajorMap w_group(w.data() + group * cog * group_rows, cog, group_rows);
-          BlockMap y_block(y_sample + group * cog * g.output_spatial + outer_begin * segment, cog, width,
-                           Eigen::OuterStride<>(g.output_spatial));
-          y_block.noalias() = w_group * block_columns.middleRows(group * group_rows, group_rows);
-        }
-      }
-    });
-  }
+  detail::unfold_multiply(g, w.data(), x.data(), x.outerStride(), detail::whole_input(g), y.data(), y.rows(),
+                          x.cols(), detail::whole_output(g));
   return y;
 }
 
