@@ -44,7 +44,7 @@ TEST_CASE("conv_matrix_sparse equals conv_matrix with the predicted non-zeros", 
   });
 }
 
-TEST_CASE("sparse row blocks stack to the whole matrix", "[sparse][blocks][property]") {
+TEST_CASE("sparse row blocks stack to the whole matrix, with the predicted non-zeros", "[sparse][blocks][property]") {
   auto rng = generator("sparse row blocks");
   for_ranks([&](auto tag) {
     constexpr int Rank = decltype(tag)::value;
@@ -56,12 +56,17 @@ TEST_CASE("sparse row blocks stack to the whole matrix", "[sparse][blocks][prope
       Index begin = 0;
       while (begin < whole.rows()) {
         const Index end = std::min<Index>(whole.rows(), begin + uniform(rng, 0, 9));
-        const Eigen::MatrixXd block = convmat::conv_matrix_sparse_rows(spec, w, begin, end);
+        const auto sparse_block = convmat::conv_matrix_sparse_rows(spec, w, begin, end);
+        REQUIRE(convmat::conv_matrix_nonzeros(spec, begin, end) == sparse_block.nonZeros());
+        const Eigen::MatrixXd block = sparse_block;
         REQUIRE(block == whole.middleRows(begin, end - begin));
         begin = end;
       }
     }
   });
+  const auto spec = random_spec<2>(rng);
+  REQUIRE_THROWS_AS(convmat::conv_matrix_nonzeros(spec, 0, spec.output_numel() + 1), convmat::spec_error);
+  REQUIRE_THROWS_AS(convmat::conv_matrix_nonzeros(spec, 2, 1), convmat::spec_error);
 }
 
 TEST_CASE("the transposed convolution's sparse matrix", "[sparse][transpose][property]") {

@@ -2408,6 +2408,16 @@ Index conv_matrix_nonzeros(const Spec& spec) {
   return g.nonzeros_between(0, g.output_numel());
 }
 
+/// The exact number of entries conv_matrix_sparse_rows(spec, weight,
+/// row_begin, row_end) stores: what a row block will cost, before it is
+/// built (to size its StorageIndex, or to split a matrix into blocks).
+template <class Spec>
+Index conv_matrix_nonzeros(const Spec& spec, Index row_begin, Index row_end) {
+  const auto g = detail::geometry(spec);
+  detail::check_row_range(row_begin, row_end, g.output_numel());
+  return g.nonzeros_between(row_begin, row_end);
+}
+
 /// Rows, columns, non-zeros and the bytes of the dense and sparse forms of
 /// the layer's matrix with the given Scalar and sparse StorageIndex.
 template <class Scalar = float, class StorageIndex = int, class Spec>
