@@ -11,11 +11,12 @@ Methods: convmat.matrix (each format); the identity trick (the convolution
 of every basis vector at once, conv(eye.reshape(n, C, H, W)), whose output
 is T transposed); torch.autograd.functional.jacobian (vectorized, and the
 default loop over outputs); functorch.jacrev; and the identity trick
-followed by .to_sparse_csr(). Where the whole matrix does not fit in memory
-(every torch route on the csr layer) the identity trick runs in blocks of
-input columns, and its time is that of a sample of blocks scaled to all of
-them: a lower bound on the torch route, which would still have to stack and
-transpose the blocks.
+followed by .to_sparse_csr() (and by .to_sparse().to_sparse_csr(), torch
+1.13's fastest way from dense to CSR). Where the whole matrix does not fit
+in memory (every torch route on the csr layer) the identity trick runs in
+blocks of 256 input columns, and its time is that of a sample of 8 blocks
+scaled to all of them: a lower bound on the torch route, which would still
+have to stack and transpose the blocks (their rows are T's columns).
 
 Every method runs in a process of its own (this script with --run), so its
 peak memory is its own: the growth of the process's peak resident size
@@ -50,6 +51,7 @@ PLAN = [
     ("dense", "jacrev", "dense"),
     ("dense", "convmat_csr", "csr"),
     ("dense", "identity_to_sparse_csr", "csr"),
+    ("dense", "identity_to_sparse_to_sparse_csr", "csr"),
     ("csr", "convmat_csr", "csr"),
     ("csr", "convmat_torch_csr", "csr"),
     ("csr", "identity_to_sparse_csr_blocks", "csr"),
@@ -65,7 +67,8 @@ DESCRIPTIONS = {
     "jacobian_loop": "torch.autograd.functional.jacobian(conv, x) (a loop over outputs)",
     "jacrev": "functorch.jacrev(conv)(x)",
     "identity_to_sparse_csr": "identity trick, then .to_sparse_csr()",
-    "identity_to_sparse_csr_blocks": "identity trick in blocks of 256 inputs, each .to_sparse_csr()",
+    "identity_to_sparse_to_sparse_csr": "identity trick, then .to_sparse().to_sparse_csr() (torch's fastest)",
+    "identity_to_sparse_csr_blocks": "identity trick in blocks of 256 inputs, each .to_sparse().to_sparse_csr()",
 }
 
 
@@ -134,7 +137,8 @@ def builders(layer):
             for b in range(sample):
                 eye = torch.zeros(block, n)
                 eye[torch.arange(block), b * block + torch.arange(block)] = 1
-                parts.append(conv_of(eye.reshape(block, in_channels, *size)).reshape(block, -1).to_sparse_csr())
+                rows = conv_of(eye.reshape(block, in_channels, *size)).reshape(block, -1)  # rows of T^T
+                parts.append(rows.to_sparse().to_sparse_csr())
         return parts
 
     return {
@@ -147,6 +151,7 @@ def builders(layer):
         "jacobian_loop": (jacobian(False), 1.0),
         "jacrev": (jacrev, 1.0),
         "identity_to_sparse_csr": (lambda: identity().to_sparse_csr(), 1.0),
+        "identity_to_sparse_to_sparse_csr": (lambda: identity().to_sparse().to_sparse_csr(), 1.0),
         "identity_to_sparse_csr_blocks": (identity_blocks, block * sample / n),
     }
 

@@ -62,12 +62,14 @@ ConvSpec<Rank> conv_spec(const LayerShape& s) {
     spec.set_padding_same();
   } else if (s.padding == "valid") {
     spec.set_padding_valid();
-  } else {
+  } else if (s.padding == "explicit") {
     const auto begin = per_axis<Rank>(s.padding_begin, "padding"), end = per_axis<Rank>(s.padding_end, "padding");
     if (begin == end)
       spec.padding = begin;
     else
       spec.set_padding(begin, end);
+  } else {
+    throw py::value_error("convmat: padding must be 'same', 'valid' or 'explicit', not '" + s.padding + "'");
   }
   return spec;
 }
