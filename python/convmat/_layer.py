@@ -95,9 +95,14 @@ def _index(value, what):
         raise TypeError(f"convmat: {what} must be an integer, not {value!r}") from None
 
 
+def _is_sequence(value):
+    """Whether value is a sequence of values (a tuple, list, torch.Size, array), not one."""
+    return not isinstance(value, str) and np.ndim(value) > 0
+
+
 def _per_axis(value, rank, what):
     """An int for every axis, or one per axis, as a list of `rank` ints."""
-    if not isinstance(value, (tuple, list)):
+    if not _is_sequence(value):
         return [_index(value, what)] * rank
     if len(value) != rank:
         raise ValueError(f"convmat: {what}={tuple(value)!r} has {len(value)} entries, but the layer has {rank} "
@@ -113,7 +118,7 @@ def _padding(value, rank):
             raise ValueError(f"convmat: padding must be an int, 'same', 'valid' or one entry per axis, "
                              f"not {value!r}")
         return value, [0] * rank, [0] * rank
-    if not isinstance(value, (tuple, list)):
+    if not _is_sequence(value):
         p = _index(value, "padding")
         return "explicit", [p] * rank, [p] * rank
     if len(value) != rank:
@@ -121,7 +126,7 @@ def _padding(value, rank):
                          f"spatial dimensions (asymmetric padding: one (begin, end) pair per axis)")
     begin, end = [], []
     for entry in value:
-        if isinstance(entry, (tuple, list)):
+        if _is_sequence(entry):
             if len(entry) != 2:
                 raise ValueError(f"convmat: padding entry {tuple(entry)!r} must be an int or a (begin, end) pair")
             begin.append(_index(entry[0], "padding"))
@@ -135,8 +140,7 @@ def _padding(value, rank):
 def _spatial_size(input_size, rank, in_channels, name):
     """The spatial part of input_size: the spatial size itself, or a (C, ...)
     or (N, C, ...) shape whose C is checked against the layer."""
-    size = (input_size,) if not isinstance(input_size, (tuple, list)) else tuple(input_size)
-    size = tuple(_index(s, "input_size") for s in size)
+    size = tuple(_index(s, "input_size") for s in (input_size if _is_sequence(input_size) else (input_size,)))
     if len(size) == rank:
         return list(size)
     if len(size) in (rank + 1, rank + 2):

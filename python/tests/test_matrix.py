@@ -99,9 +99,14 @@ def test_input_size_may_be_the_full_shape(factory, size, seed):
     assert np.array_equal(convmat.matrix(layer, torch.Size((5, layer.in_channels, *size))), T)
 
 
-def test_a_one_dimensional_size_may_be_an_int(seed):
+def test_sizes_may_be_ints_tuples_lists_or_arrays(rng):
     conv = make_layer(lambda: torch.nn.Conv1d(2, 3, 3), torch.float64)
     assert np.array_equal(convmat.matrix(conv, 9), convmat.matrix(conv, (9,)))
+    w = rng.standard_normal((4, 2, 3, 2))
+    T = convmat.matrix(w, (7, 9), stride=(2, 1), padding=((1, 0), (2, 2)))
+    assert np.array_equal(convmat.matrix(w, np.array([7, 9]), stride=np.array([2, 1]), padding=[[1, 0], 2]), T)
+    assert np.array_equal(convmat.matrix(w, [np.int64(7), 9], stride=[2, np.int32(1)], padding=np.array(
+        [[1, 0], [2, 2]])), T)
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
