@@ -6,6 +6,7 @@ Everything here is translation: attributes are read and checked for form
 layer itself and computes everything else, "same" padding included.
 """
 
+import collections.abc
 import dataclasses
 import operator
 import sys
@@ -96,8 +97,10 @@ def _index(value, what):
 
 
 def _is_sequence(value):
-    """Whether value is a sequence of values (a tuple, list, torch.Size, array), not one."""
-    return not isinstance(value, str) and np.ndim(value) > 0
+    """Whether value holds several values (a tuple, list, torch.Size, array), not one."""
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return isinstance(value, collections.abc.Sequence) and not isinstance(value, str)
 
 
 def _per_axis(value, rank, what):
