@@ -117,8 +117,11 @@ def _csr_as(arrays, format):
     data, indices, indptr, shape = arrays
     if format == "torch_csr":
         torch = _torch_module()
-        return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices), torch.from_numpy(data),
-                                       size=shape)
+        # The library's arrays are valid CSR by construction (sorted, in range: its
+        # tests check them); torch.sparse_csr_tensor would read them all again to
+        # check (0.7 s for 115 million non-zeros), its unchecked form does not.
+        csr_tensor = getattr(torch, "_sparse_csr_tensor_unsafe", torch.sparse_csr_tensor)
+        return csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices), torch.from_numpy(data), size=shape)
     import scipy.sparse
 
     return scipy.sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
