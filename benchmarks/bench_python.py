@@ -5,7 +5,7 @@ Two layers (float32), as in the C++ benchmarks:
 
   dense  Conv2d(8, 16, 3, padding=1) on 32 x 32: T is 16384 x 8192, 512 MiB
   csr    Conv2d(64, 64, 3, padding=1) on 56 x 56: T is 200704 x 200704 with
-         115.6 million non-zeros (882 MiB as CSR, 150 GiB dense)
+         113 million non-zeros (862 MiB as CSR, 150 GiB dense)
 
 Methods: convmat.matrix (each format); the identity trick (the convolution
 of every basis vector at once, conv(eye.reshape(n, C, H, W)), whose output
@@ -232,20 +232,28 @@ def mib(n):
 
 
 def table(results):
-    lines = ["| layer | method | time | convmat's speed-up | peak memory | peak / result |",
+    lines = ["| layer | method | time | time / convmat's | peak memory | peak / result |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for (layer, method, kind), r in results:
-        name = {"dense": "8→16, 32×32 (dense, 512 MiB)", "csr": "64→64, 56×56 (CSR, 882 MiB)"}[layer]
+        name = {"dense": "8→16, 32×32 (dense, 512 MiB)", "csr": "64→64, 56×56 (CSR, 862 MiB)"}[layer]
         if "error" in r:
             lines.append(f"| {name} | {DESCRIPTIONS[method]} | {r['error']} | | | |")
             continue
         ours = results_by_key(results)[(layer, "convmat" if kind == "dense" else "convmat_csr")]
-        speedup = "—" if method.startswith("convmat") else f"{r['seconds'] / ours['seconds']:.2g}×"
-        time_text = f"{r['seconds'] * 1e3:,.0f} ms" + (" (sampled)" if r["sampled"] else "")
+        speedup = "—" if method.startswith("convmat") else ratio_text(r["seconds"] / ours["seconds"])
+        time_text = seconds_text(r["seconds"]) + (" (sampled)" if r["sampled"] else "")
         peak = f"{mib(r['peak'])}" + (" (per sample)" if r["sampled"] else "")
         ratio = "" if r["sampled"] else f"{r['peak'] / r['bytes']:.2f}×"
         lines.append(f"| {name} | {DESCRIPTIONS[method]} | {time_text} | {speedup} | {peak} | {ratio} |")
     return "\n".join(lines)
+
+
+def seconds_text(seconds):
+    return f"{seconds * 1e3:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s" if seconds < 100 else f"{seconds:,.0f} s"
+
+
+def ratio_text(ratio):
+    return f"{ratio:,.0f}×" if ratio >= 10 else f"{ratio:.2f}×" if ratio < 1 else f"{ratio:.1f}×"
 
 
 def results_by_key(results):
