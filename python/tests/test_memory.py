@@ -141,12 +141,20 @@ def ticks_in_the_middle_of(call):
     return sum(start + quarter < s < end - quarter for s in stamps)
 
 
+def _seconds(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def test_the_gil_is_released_while_the_library_works(rng):
     # A call that holds the GIL leaves the other thread no moment to run:
     # CPython's regular expressions hold it while they backtrack.
     assert ticks_in_the_middle_of(lambda: re.fullmatch(r"(a|aa)*c", "a" * 28)) == 0
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     op = convmat.operator(w, (64, 64), padding=1)
-    x = np.ones((op.shape[1], 20), np.float32, order="F")
+    x = np.ones((op.shape[1], 4), np.float32, order="F")
+    while _seconds(lambda: op @ x) < 0.1:  # enough samples for a long product, however fast it gets
+        x = np.asfortranarray(np.hstack([x, x]))
     assert ticks_in_the_middle_of(lambda: op @ x) > 0
     assert ticks_in_the_middle_of(lambda: convmat.matrix(w, (96, 96), padding=1, format="csr")) > 0
