@@ -157,4 +157,4 @@ def test_the_gil_is_released_while_the_library_works(rng):
     while _seconds(lambda: op @ x) < 0.1:  # enough samples for a long product, however fast it gets
         x = np.asfortranarray(np.hstack([x, x]))
     assert ticks_in_the_middle_of(lambda: op @ x) > 0
-    assert ticks_in_the_middle_of(lambda: convmat.matrix(w, (96, 96), padding=1, format="csr")) > 0
+    assert ticks_in_the_middle_of(lambda: convmat.matrix(w, (128, 128), padding=1, format="csr")) > 0
