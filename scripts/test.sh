@@ -12,13 +12,14 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch python3-onnx python3-torchvision petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
+packages="$CONVMAT_BASE_PACKAGES python3 python3-dev pybind11-dev python3-pytest libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch python3-onnx python3-torchvision petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
+# (The Python module is built and tested once, in its own stage below.)
 stage "suite and examples (C++17, -Werror)"
 cmake -S . -B "$root/test" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
-  -DCONVMAT_BUILD_EXAMPLES=ON >/dev/null
+  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_BUILD_PYTHON=OFF >/dev/null
 cmake --build "$root/test" -j "$jobs"
 ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
 
@@ -32,13 +33,14 @@ ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
 stage "suite against the single header (single_include/)"
 cmake -S . -B "$root/single-header" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
   -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_SINGLE_HEADER=ON -DCONVMAT_TEST_CONSUMERS=OFF \
-  -DCONVMAT_BUILD_CLI=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
+  -DCONVMAT_BUILD_CLI=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF -DCONVMAT_BUILD_PYTHON=OFF >/dev/null
 cmake --build "$root/single-header" -j "$jobs"
 ctest --test-dir "$root/single-header" --output-on-failure -j "$jobs"
 
 stage "suite and examples as C++20 (-Werror)"
 cmake -S . -B "$root/cxx20" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=20 -DCONVMAT_BUILD_TESTS=ON \
-  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
+  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF \
+  -DCONVMAT_BUILD_PYTHON=OFF >/dev/null
 cmake --build "$root/cxx20" -j "$jobs"
 ctest --test-dir "$root/cxx20" --output-on-failure -j "$jobs"
 
@@ -66,6 +68,19 @@ diff -r "$root/onnx-conventions" tests/data/onnx/conventions ||
 # numpy.load / scipy.io.mmread and are compared with PyTorch's outputs.
 stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
 /usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
+
+# ---- stage: the Python module ----------------------------------------------
+# import convmat (python/): required here, so missing pybind11 or Python
+# headers fail instead of skipping. Built with -Werror, then ctest runs
+# pytest on /usr/bin/python3 (every layer kind and format against torch,
+# zero copy, errors) and the README's install line into a clean prefix, with
+# the README's examples run from there.
+stage "Python module: import convmat (pytest, install into a clean prefix)"
+cmake -S . -B "$root/python" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_PYTHON=ON -DCONVMAT_BUILD_TESTS=ON \
+  -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_CLI=OFF -DCONVMAT_BUILD_ONNX=OFF \
+  -DCONVMAT_BUILD_PETSC=OFF -DPython_EXECUTABLE=/usr/bin/python3 >/dev/null
+cmake --build "$root/python" -j "$jobs" --target convmat_python
+ctest --test-dir "$root/python" --output-on-failure -R '^python\.'
 
 # ---- stage: PETSc/SLEPc over MPI --------------------------------------------
 # The suite above already built and ran the PETSc examples (CONVMAT_BUILD_PETSC

@@ -1505,6 +1505,7 @@ detail::Matrix<typename WeightDerived::Scalar> convolve_transpose(
 // The sparse matrix T of a layer in compressed row form, built directly:
 // the exact number of non-zeros of every row is known from the geometry
 // before anything is allocated, so there is no triplet list and no sort.
+// Also the affine form [T b; 0 1] in compressed rows.
 
 namespace convmat {
 
@@ -1613,6 +1614,52 @@ SparseMatrix<typename Derived::Scalar, StorageIndex> conv_transpose_matrix_spars
   SparseMatrix<typename Derived::Scalar, StorageIndex> t =
       detail::sparse_rows<StorageIndex>(g, w.data(), 0, g.output_numel()).transpose();
   return t;
+}
+
+/// affine_matrix in compressed rows: [T b; 0 1] ((output_numel + 1) x
+/// (input_numel + 1)), the layer with bias as one linear map on [x; 1].
+/// Every row of T keeps its entries and gains its bias as its last entry
+/// (stored even where the bias is zero, as T stores zero weights); the
+/// last row holds the single 1.
+template <class StorageIndex = int, class Spec, class WeightDerived, class BiasDerived>
+SparseMatrix<typename WeightDerived::Scalar, StorageIndex> affine_matrix_sparse(
+    const Spec& spec, const Eigen::MatrixBase<WeightDerived>& weight, const Eigen::MatrixBase<BiasDerived>& bias) {
+  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  using Scalar = typename WeightDerived::Scalar;
+  const auto b = bias_vector(spec, bias);
+  SparseMatrix<Scalar, StorageIndex> t;
+  if constexpr (std::is_same_v<Spec, ConvSpec<Spec::rank>>)
+    t = conv_matrix_sparse<StorageIndex>(spec, weight);
+  else
+    t = conv_transpose_matrix_sparse<StorageIndex>(spec, weight);
+  const Index rows = t.rows(), cols = t.cols();
+  const Index nonzeros = detail::checked_add(t.nonZeros(), rows + 1, "the affine matrix's non-zero count");
+  detail::check_storage_index<StorageIndex>(nonzeros, "the affine matrix's non-zero count");
+  detail::check_storage_index<StorageIndex>(cols + 1, "the affine matrix's column count");
+  detail::check_storage_index<StorageIndex>(rows + 1, "the affine matrix's row count");
+
+  SparseMatrix<Scalar, StorageIndex> a(rows + 1, cols + 1);
+  a.resizeNonZeros(nonzeros);
+  const StorageIndex* t_outer = t.outerIndexPtr();
+  StorageIndex* outer = a.outerIndexPtr();
+  StorageIndex* inner = a.innerIndexPtr();
+  Scalar* values = a.valuePtr();
+  Index at = 0;
+  for (Index r = 0; r < rows; ++r) {
+    outer[r] = static_cast<StorageIndex>(at);
+    const Index begin = t_outer[r], length = t_outer[r + 1] - begin;
+    std::copy_n(t.innerIndexPtr() + begin, length, inner + at);
+    std::copy_n(t.valuePtr() + begin, length, values + at);
+    at += length;
+    inner[at] = static_cast<StorageIndex>(cols);
+    values[at++] = b(r);
+  }
+  outer[rows] = static_cast<StorageIndex>(at);
+  inner[at] = static_cast<StorageIndex>(cols);
+  values[at++] = Scalar(1);
+  outer[rows + 1] = static_cast<StorageIndex>(at);
+  CONVMAT_ASSERT(at == nonzeros, "affine matrix filled to its predicted non-zero count");
+  return a;
 }
 
 }  // namespace convmat
@@ -3105,6 +3152,16 @@ template <class Spec>
 Index conv_matrix_nonzeros(const Spec& spec) {
   const auto g = detail::geometry(spec);
   return g.nonzeros_between(0, g.output_numel());
+}
+
+/// The exact number of entries conv_matrix_sparse_rows(spec, weight,
+/// row_begin, row_end) stores: what a row block will cost, before it is
+/// built (to size its StorageIndex, or to split a matrix into blocks).
+template <class Spec>
+Index conv_matrix_nonzeros(const Spec& spec, Index row_begin, Index row_end) {
+  const auto g = detail::geometry(spec);
+  detail::check_row_range(row_begin, row_end, g.output_numel());
+  return g.nonzeros_between(row_begin, row_end);
 }
 
 /// Rows, columns, non-zeros and the bytes of the dense and sparse forms of
