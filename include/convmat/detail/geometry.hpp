@@ -266,15 +266,29 @@ class TapLists {
   std::vector<Tap> taps_, scratch_;
 };
 
+/// How many output positions for_each_row_taps lists at a time: 256, or
+/// fewer when the kernel is so large that their taps would pass 2^20
+/// (16 MiB), down to one position, whose at most kernel_numel taps take 16
+/// bytes each — a few times the weights the caller already holds, however
+/// many positions the layer has (a replicate padding far wider than the
+/// input makes every tap of a huge kernel a real one).
+template <int Rank>
+Index tap_block_positions(const Geometry<Rank>& g) {
+  constexpr Index most_positions = 256, most_taps = Index(1) << 20;
+  return std::clamp<Index>(most_taps / std::max<Index>(g.kernel_numel, 1), 1, most_positions);
+}
+
 /// Calls f(r, taps_begin, taps_end) once for every row r in [row_begin,
 /// row_end) of the layer's matrix (r = out_channel * output_spatial + p)
 /// with the taps of its position p, as Geometry::taps_at gives them. The
-/// rows are visited a block of `block` positions at a time, for every
-/// output channel in the range, so each position's taps are computed once
-/// per block (not once per row) in memory that stays small.
+/// rows are visited a block of `block` positions at a time (0:
+/// tap_block_positions), for every output channel in the range, so each
+/// position's taps are computed once per block (not once per row) in
+/// memory that stays small.
 template <int Rank, class F>
-void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 256) {
+void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 0) {
   if (row_end <= row_begin) return;
+  if (block <= 0) block = tap_block_positions(g);
   const Index spatial = g.output_spatial;
   const Index oc_first = row_begin / spatial, oc_last = (row_end - 1) / spatial;
   // Positions [p_begin, p_end) that the rows read: all, once they span two channels.
