@@ -82,7 +82,9 @@ for target in "${runnable[@]}"; do
   (cd "$work" && "../build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 -timeout=20 \
     -malloc_limit_mb="$(malloc_limit "$target")" -artifact_prefix="./" ${flags[@]+"${flags[@]}"} \
     "../corpus/$target" "$OLDPWD/$seeds") >"$log" 2>&1 || result=$?
-  all_logs=$(cat "$log" "$work"/fuzz-*.log)
+  # With -jobs, each worker logs to fuzz-N.log (and the run's log repeats them).
+  workers=("$work"/fuzz-*.log)
+  if [ ${#workers[@]} -gt 0 ]; then all_logs=$(cat "${workers[@]}"); else all_logs=$(cat "$log"); fi
   grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)" <<<"$all_logs" || true
   # Executions summed over the jobs; coverage and memory as the last (largest) report says.
   runs=$(awk '/stat::number_of_executed_units:/ {n += $2} END {print n + 0}' <<<"$all_logs")
