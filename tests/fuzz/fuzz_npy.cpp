@@ -41,13 +41,30 @@ namespace {
     if (!(condition)) failed("check", #condition); \
   } while (false)
 
-/// The array `f` reads, or nothing if it throws npy::error.
+/// The input as a file for npy::load, in the working folder, named by the
+/// process (libFuzzer's -jobs run several in one folder), removed after use.
+class InputFile {
+ public:
+  explicit InputFile(const std::string& bytes) : path_("convmat-fuzz-" + std::to_string(::getpid()) + ".npy") {
+    std::ofstream(path_, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  ~InputFile() { std::remove(path_.c_str()); }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+/// The array `f` reads, or nothing if it throws npy::error, which must
+/// name the file (`name`).
 template <class F>
-std::optional<npy::Array> read_or_refuse(F&& f) {
+std::optional<npy::Array> read_or_refuse(const std::string& name, F&& f) {
   try {
     return f();
   } catch (const npy::error& e) {
-    FUZZ_CHECK(std::string(e.what()).find("fuzz.npy") != std::string::npos);  // it names the file
+    FUZZ_CHECK(std::string(e.what()).find("'" + name + "'") != std::string::npos);
     return std::nullopt;
   } catch (const std::exception& e) {
     failed("an exception other than npy::error:", e.what());
@@ -69,23 +86,18 @@ void convert(const npy::Array& a) {
   }
 }
 
-std::string temporary_path() {
-  return "/tmp/convmat-fuzz-npy-" + std::to_string(::getpid()) + "-fuzz.npy";
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);
-  static const std::string path = temporary_path();
 
   std::istringstream stream(bytes);
-  const auto streamed = read_or_refuse([&] { return npy::read(stream, "fuzz.npy"); });
+  const auto streamed = read_or_refuse("stream.npy", [&] { return npy::read(stream, "stream.npy"); });
   const bool trailing = streamed && stream.peek() != std::char_traits<char>::eof();
-  {
-    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-  }
-  const auto loaded = read_or_refuse([&] { return npy::load(path); });
+  const auto loaded = [&] {
+    const InputFile file(bytes);
+    return read_or_refuse(file.path(), [&] { return npy::load(file.path()); });
+  }();
   FUZZ_CHECK(loaded.has_value() == (streamed && !trailing));
   if (!streamed) return 0;
 
@@ -97,7 +109,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // What the writer makes of the same array reads back as the same array.
   std::istringstream rewritten(npy::header(a.dtype, a.shape) +
                                std::string(reinterpret_cast<const char*>(a.bytes.data()), a.bytes.size()));
-  const auto again = read_or_refuse([&] { return npy::read(rewritten, "fuzz.npy (rewritten)"); });
+  const auto again = read_or_refuse("rewritten.npy", [&] { return npy::read(rewritten, "rewritten.npy"); });
   FUZZ_CHECK(again && same(*again, a));
   FUZZ_CHECK(rewritten.peek() == std::char_traits<char>::eof());
   return 0;
