@@ -79,21 +79,32 @@ class AxisMap {
   /// arithmetic run: there source(o, k) = first + (o - begin) * step.
   const AxisRun& interior(Index k) const { return interior_[static_cast<std::size_t>(k)]; }
 
-  /// How many distinct input coordinates output o reads.
+  /// How many distinct input coordinates output o reads, in O(kernel) when
+  /// its taps read increasing coordinates (no padding mode, or none that
+  /// folds back), O(kernel log kernel) otherwise.
   Index distinct_sources(Index o) const {
+    const Index* s = sources(o);
+    Index inside = 0, last = -1;
+    bool increasing = true;
+    for (Index k = 0; k < kernel_; ++k)
+      if (s[k] >= 0) {
+        increasing = increasing && s[k] > last;
+        last = s[k];
+        ++inside;
+      }
+    if (increasing) return inside;
+    // Reflect, replicate or circular padding came back to coordinates
+    // already read: count the distinct ones of a sorted copy.
     std::array<Index, 64> small{};
     std::vector<Index> large;
     Index* seen = small.data();
-    if (kernel_ > static_cast<Index>(small.size())) {
-      large.resize(static_cast<std::size_t>(kernel_));
+    if (inside > static_cast<Index>(small.size())) {
+      large.resize(static_cast<std::size_t>(inside));
       seen = large.data();
     }
-    Index count = 0;
-    for (Index k = 0; k < kernel_; ++k) {
-      const Index s = source(o, k);
-      if (s >= 0 && std::find(seen, seen + count, s) == seen + count) seen[count++] = s;
-    }
-    return count;
+    Index* end = std::copy_if(s, s + kernel_, seen, [](Index v) { return v >= 0; });
+    std::sort(seen, end);
+    return std::unique(seen, end) - seen;
   }
 
  private:
