@@ -13,6 +13,7 @@
 // kernel. Exit status: 0 done, 1 bad input or failed check, 2 bad usage.
 #include <CLI/CLI.hpp>
 #include <convmat/convmat.hpp>
+#include <convmat/npy.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -33,12 +34,15 @@
 #include <unistd.h>
 
 #include "matrix_market.hpp"
-#include "npy.hpp"
 #include "output_file.hpp"
 
 namespace convmat_cli {
 
 using convmat::Index;
+using convmat::npy::Dtype;
+using convmat::npy::dtype_name;
+using convmat::npy::dtype_of;
+using convmat::npy::shape_string;
 template <class Scalar>
 using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 template <class Scalar>
@@ -221,7 +225,7 @@ struct Layer {
 };
 
 template <int Rank>
-std::array<Index, Rank> per_axis(const std::string& text, const char* flag, const NpyArray& weights) {
+std::array<Index, Rank> per_axis(const std::string& text, const char* flag, const convmat::npy::Array& weights) {
   const auto values = parse_list(text, flag);
   std::array<Index, Rank> out{};
   if (values.size() == 1) {
@@ -256,7 +260,7 @@ void set_padding(Spec& spec, const Options& o, const NpyArray& weights) {
 /// The layer that the flags and the weights' shape describe together, or
 /// cli_error / convmat::spec_error naming what disagrees.
 template <int Rank>
-Layer<Rank> make_layer(const Options& o, const NpyArray& weights) {
+Layer<Rank> make_layer(const Options& o, const convmat::npy::Array& weights) {
   Layer<Rank> layer;
   layer.transposed = o.transposed;
   layer.padding_text = o.padding;
@@ -490,7 +494,7 @@ void check_room(const Options& o, const Plan& plan, const convmat::MatrixSize& s
                       bytes_string(limit) + ". It has only " + grouped(size.nonzeros) +
                       " non-zeros: write it sparse with -o " +
                       std::filesystem::path(o.output).replace_extension(".mtx").string() + ", or raise --max-bytes");
-    require_free_space(o.output, npy_file_bytes(dtype, {plan.rows, plan.cols}), "");
+    require_free_space(o.output, convmat::npy::file_bytes(dtype, {plan.rows, plan.cols}), "");
   }
   if (plan.form == Plan::Form::sparse)  // every entry takes 10 bytes or more: "r c v.vvvv\n"
     require_free_space(o.output, saturating_mul(static_cast<std::uint64_t>(size.nonzeros), 10), "more than ",
@@ -554,7 +558,7 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
   std::optional<MatrixMarketWriter> mtx;
   if (plan.form == Plan::Form::dense) {
     npy.emplace(o.output);
-    npy->write(npy_header(dtype, {plan.rows, plan.cols}));
+    npy->write(convmat::npy::header(dtype, {plan.rows, plan.cols}));
   } else if (plan.form == Plan::Form::sparse) {
     mtx.emplace(o.output);
     const Index nonzeros = size.nonzeros + (plan.affine ? rows + 1 : 0);
@@ -626,7 +630,7 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
   std::optional<OutputFile> bias_file;
   if (!o.bias_out.empty()) {
     bias_file.emplace(o.bias_out);
-    bias_file->write(npy_header(dtype, {rows}));
+    bias_file->write(convmat::npy::header(dtype, {rows}));
     bias_file->write(b.data(), sizeof(Scalar) * static_cast<std::size_t>(b.size()));
   }
 
@@ -656,7 +660,7 @@ int build(const Options& o, const Layer<Rank>& layer, const std::vector<Scalar>&
 }
 
 template <int Rank, class Scalar>
-void print_info(const Options& o, const Layer<Rank>& layer, const NpyArray& weights, bool bias) {
+void print_info(const Options& o, const Layer<Rank>& layer, const convmat::npy::Array& weights, bool bias) {
   const auto s = layer.template size<Scalar>();
   const Dtype dtype = dtype_of<Scalar>();
   const double density = static_cast<double>(s.nonzeros) / (static_cast<double>(s.rows) * static_cast<double>(s.cols));
@@ -672,7 +676,7 @@ void print_info(const Options& o, const Layer<Rank>& layer, const NpyArray& weig
             << "dense     " << bytes_string(s.dense_bytes) << " in memory; as .npy "
             << bytes_string(s.dense_bytes == std::numeric_limits<std::size_t>::max()
                                 ? std::numeric_limits<std::uint64_t>::max()
-                                : npy_file_bytes(dtype, {s.rows, s.cols}))
+                                : convmat::npy::file_bytes(dtype, {s.rows, s.cols}))
             << "\n"
             << "sparse    " << bytes_string(s.sparse_bytes) << " in memory (compressed rows, 32-bit indices)\n";
   const std::size_t limit = o.max_bytes.empty() ? convmat::max_dense_bytes() : parse_bytes(o.max_bytes);
@@ -683,7 +687,7 @@ void print_info(const Options& o, const Layer<Rank>& layer, const NpyArray& weig
 /// Reads the bias file: a vector of out_channels values, converted to Scalar.
 template <class Scalar>
 Vector<Scalar> read_bias(const std::string& path, Index out_channels) {
-  const NpyArray array = read_npy(path);
+  const convmat::npy::Array array = convmat::npy::load(path);
   if (array.shape.size() != 1 || array.shape[0] != out_channels)
     throw cli_error("the bias '" + path + "' has shape " + shape_string(array.shape) + ", but the layer has " +
                     std::to_string(out_channels) + " output channels: it must have shape (" +
@@ -693,7 +697,7 @@ Vector<Scalar> read_bias(const std::string& path, Index out_channels) {
 }
 
 template <int Rank, class Scalar>
-int run(const Options& o, const NpyArray& weights) {
+int run(const Options& o, const convmat::npy::Array& weights) {
   const auto layer = make_layer<Rank>(o, weights);
   std::optional<Vector<Scalar>> bias;
   if (!o.bias.empty()) {
@@ -730,7 +734,7 @@ int execute(const Options& o) {
   if (o.input_size.empty()) throw cli_error("--input-size is required: the spatial size of the input, like 7,9");
   if (!o.max_bytes.empty()) (void)parse_bytes(o.max_bytes);
 
-  const NpyArray weights = read_npy(o.weights);
+  const convmat::npy::Array weights = convmat::npy::load(o.weights);
   const auto ndim = weights.shape.size();
   if (ndim < 3)
     throw cli_error("the weights '" + o.weights + "' have shape " + shape_string(weights.shape) +
@@ -864,6 +868,8 @@ int main(int argc, char** argv) {
     if (message.rfind("convmat: ", 0) == 0) message.erase(0, 9);
     std::cerr << "convmat: error: " << message << "\n";
   } catch (const cli_error& e) {
+    std::cerr << "convmat: error: " << e.what() << "\n";
+  } catch (const convmat::npy::error& e) {
     std::cerr << "convmat: error: " << e.what() << "\n";
   } catch (const std::bad_alloc&) {
     std::cerr << "convmat: error: out of memory; try the sparse form (-o T.mtx) or a smaller layer\n";

@@ -19,7 +19,7 @@
 #include <string>
 #include <utility>
 
-#include "npy.hpp"
+#include "cli_error.hpp"
 
 namespace convmat_cli {
 namespace detail {

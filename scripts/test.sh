@@ -111,20 +111,25 @@ cmake -S . -B "$root/bench" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_BENCHMARK
 cmake --build "$root/bench" -j "$jobs" --target convmat_bench
 "$root/bench/benchmarks/convmat_bench" --benchmark_filter='/8$' --benchmark_min_time=0.01
 
-# ---- stages: reliability (sanitizers, fuzzer) ------------------------------
-# The suite and the reliability programs (-fno-exceptions, user-defined
-# CONVMAT_THROW) under AddressSanitizer and UBSan, in their own build.
-stage "suite under AddressSanitizer and UndefinedBehaviorSanitizer (-O1 -g)"
+# ---- stages: reliability (sanitizers, fuzzers) -----------------------------
+# The suite, the reliability programs (-fno-exceptions, user-defined
+# CONVMAT_THROW, the 4 GiB address space) and the tools' own tests (convmat:
+# bad inputs, round trips, a signal; convmat-onnx; the README's table of
+# hostile inputs) under AddressSanitizer and UBSan, in their own build.
+stage "suite and tools under AddressSanitizer and UndefinedBehaviorSanitizer (-O1 -g)"
 cmake -S . -B "$root/sanitize" -DCMAKE_BUILD_TYPE=Debug \
   "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-  -DCONVMAT_BUILD_TESTS=ON -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_CLI=OFF \
-  -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
-cmake --build "$root/sanitize" -j "$jobs" --target convmat_tests convmat_no_exceptions convmat_custom_throw
+  -DCONVMAT_BUILD_TESTS=ON -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_CLI=ON \
+  -DCONVMAT_BUILD_ONNX=ON -DCONVMAT_BUILD_PETSC=OFF >/dev/null
+cmake --build "$root/sanitize" -j "$jobs" --target convmat_tests convmat_no_exceptions convmat_custom_throw \
+  convmat_address_space convmat_cli convmat_cli_tests convmat-onnx convmat_onnx_tests
 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$root/sanitize" --output-on-failure -j "$jobs" \
-  -R '^(convmat_tests|reliability\.)'
+  -R '^(convmat_tests|reliability\.|cli_|convmat_onnx_|hostile_inputs_table)'
 
-# libFuzzer (clang-14, ASan, UBSan) from tests/fuzz/corpus; see README, "Reliability".
-stage "fuzzer: ${CONVMAT_FUZZ_SECONDS:-60} s of libFuzzer from tests/fuzz/corpus"
-CONVMAT_BUILD_DIR="$root" ./scripts/fuzz.sh "${CONVMAT_FUZZ_SECONDS:-60}"
+# libFuzzer (clang-14, ASan, UBSan), each target from tests/fuzz/corpus/TARGET;
+# see README, "Reliability".
+stage "fuzzers: the library ${CONVMAT_FUZZ_SECONDS:-60} s, the .npy reader ${CONVMAT_FUZZ_PARSER_SECONDS:-45} s"
+CONVMAT_BUILD_DIR="$root" CONVMAT_FUZZ_REQUIRED=1 ./scripts/fuzz.sh convmat "${CONVMAT_FUZZ_SECONDS:-60}"
+CONVMAT_BUILD_DIR="$root" CONVMAT_FUZZ_REQUIRED=1 ./scripts/fuzz.sh npy "${CONVMAT_FUZZ_PARSER_SECONDS:-45}"
 
 stage "all stages passed"

@@ -58,6 +58,27 @@ convmat::ConvTranspose1dSpec transposed() {
   return t;
 }
 
+/// The layer: Conv2d(64, 64, 3, padding=1) on 4096 x 4096, whose
+/// matrix is 2^30 x 2^30 with 618 billion non-zeros.
+convmat::Conv2dSpec big_layer() {
+  convmat::Conv2dSpec s;
+  s.in_channels = s.out_channels = 64;
+  s.input_size = {4096, 4096};
+  s.kernel_size = {3, 3};
+  s.padding = {1, 1};
+  return s;
+}
+
+/// ConvTranspose2d(64, 64, 3, padding=1) on 4096 x 4096: the same matrix, transposed.
+convmat::ConvTranspose2dSpec big_transposed_layer() {
+  convmat::ConvTranspose2dSpec t;
+  t.in_channels = t.out_channels = 64;
+  t.input_size = {4096, 4096};
+  t.kernel_size = {3, 3};
+  t.padding = {1, 1};
+  return t;
+}
+
 const Eigen::VectorXd& weights() {
   static const Eigen::VectorXd w = Eigen::VectorXd::Ones(216);
   return w;
@@ -290,6 +311,64 @@ std::vector<BadInput> bad_inputs() {
   add("singular values of a dense matrix beyond max_dense_bytes",
       [&] { DenseLimit limit(10000); convmat::singular_values(layer(), w); },
       {"the dense matrix for singular_values would be 210 x 252"});
+  add("sparse matrix beyond max_dense_bytes", [&] { DenseLimit limit(10000); convmat::conv_matrix_sparse(layer(), w); },
+      {"=convmat: the sparse matrix (210 x 252) would take 91564 bytes (7560 non-zeros (value and column index) of "
+       "12 bytes + 211 row offsets of 4 bytes), more than max_dense_bytes() = 10000; build it in row blocks "
+       "(conv_matrix_sparse_rows), use make_operator, or raise the limit with set_max_dense_bytes()"});
+  add("sparse row block beyond max_dense_bytes",
+      [&] { DenseLimit limit(10000); convmat::conv_matrix_sparse_rows(layer(), w, 0, 20);
+            convmat::conv_matrix_sparse_rows(layer(), w, 0, 100); },
+      {"the sparse matrix (100 x 252) would take 43604 bytes (3600 non-zeros", "101 row offsets",
+       "build it in smaller row blocks"});
+  add("sparse matrix of a 64-channel 4096 x 4096 layer, 64-bit indices",
+      [] { DenseLimit limit(std::size_t{8} << 30); const auto s = big_layer();
+           convmat::conv_matrix_sparse<std::int64_t>(s, Eigen::VectorXf::Ones(s.weight_numel())); },
+      {"=convmat: the sparse matrix (1073741824 x 1073741824) would take 7427877699592 bytes (618273980416 "
+       "non-zeros (value and column index) of 12 bytes + 1073741825 row offsets of 8 bytes), more than "
+       "max_dense_bytes() = 8589934592; build it in row blocks (conv_matrix_sparse_rows), use make_operator, or "
+       "raise the limit with set_max_dense_bytes()"});
+  add("transposed sparse matrix of a 64-channel 4096 x 4096 layer, counted twice while transposed",
+      [] { DenseLimit limit(std::size_t{8} << 30); const auto t = big_transposed_layer();
+           convmat::conv_transpose_matrix_sparse<std::int64_t>(t, Eigen::VectorXf::Ones(t.weight_numel())); },
+      {"the sparse matrix (1073741824 x 1073741824) would take 14864345333776 bytes (618273980416 non-zeros "
+       "(value and column index) of 12 bytes + 1073741825 row offsets of 8 bytes + 618273980416 transposed "
+       "non-zeros of 12 bytes + 1073741825 transposed row offsets of 8 bytes + 1073741824 row positions for "
+       "transposing of 8 bytes), more than max_dense_bytes() = 8589934592; use make_operator"});
+  add("sparse pooling matrix beyond max_dense_bytes",
+      [] { DenseLimit limit(1000); convmat::AvgPoolSpec<2> pool; pool.channels = 3; pool.input_size = {8, 8};
+           pool.kernel_size = {2, 2}; convmat::avg_pool_matrix_sparse<double>(pool); },
+      {"=convmat: the sparse pooling matrix (48 x 192) would take 2724 bytes (192 non-zeros (value and column "
+       "index) of 12 bytes + 49 row offsets of 4 bytes + 12 window weights of 8 bytes + 16 divisors of 8 bytes), "
+       "more than max_dense_bytes() = 1000; raise the limit with set_max_dense_bytes()"});
+  add("pooling window of 2^28 taps on a 1 x 1 input: its weights, before they are made",
+      [] { DenseLimit limit(std::size_t{1} << 30); convmat::AvgPoolSpec<2> pool; pool.input_size = {1, 1};
+           pool.kernel_size = {16384, 16384}; pool.padding = {8192, 8192}; convmat::avg_pool_matrix<double>(pool); },
+      {"=convmat: the dense pooling matrix (1 x 1) would take 2147483664 bytes (1 entries of 8 bytes + 268435456 "
+       "window weights of 8 bytes + 1 divisors of 8 bytes), more than max_dense_bytes() = 1073741824; build it "
+       "as compressed rows (its _sparse function), or raise the limit with set_max_dense_bytes()"});
+  add("sparse padding matrix of 2^40 channels, 64-bit indices",
+      [] { convmat::PadSpec<1> pad; pad.channels = Index(1) << 40; pad.input_size = {4}; pad.pad_begin = {1};
+           DenseLimit limit(std::size_t{1} << 40); convmat::pad_matrix_sparse<double, std::int64_t>(pad); },
+      {"the sparse padding matrix (5497558138880 x 4398046511104) would take", "4398046511104 non-zeros",
+       "1099511627776 weights of 8 bytes", "more than max_dense_bytes() = 1099511627776"});
+  add("dense upsampling matrix of 2^30 channels: its weights, before they are made",
+      [] { convmat::UpsampleSpec<2> up; up.channels = Index(1) << 30; up.input_size = {1, 1}; up.scale = {2, 2};
+           convmat::upsample_nearest_matrix<float>(up); },
+      {"convmat: the dense upsampling matrix (4294967296 x 1073741824) would take more than 2^64 bytes "
+       "(4611686018427387904 entries of 4 bytes + 4294967296 weights of 4 bytes), more than max_dense_bytes() = "});
+  add("sparse upsampling matrix beyond max_dense_bytes",
+      [] { DenseLimit limit(500); convmat::UpsampleSpec<1> up; up.channels = 2; up.input_size = {5}; up.scale = {3};
+           convmat::upsample_nearest_matrix_sparse<float>(up); },
+      {"=convmat: the sparse upsampling matrix (30 x 10) would take 792 bytes (30 non-zeros (value and column "
+       "index) of 8 bytes + 11 row offsets of 4 bytes + 30 transposed non-zeros of 8 bytes + 31 transposed row "
+       "offsets of 4 bytes + 30 row positions for transposing of 4 bytes + 6 weights of 4 bytes), more than "
+       "max_dense_bytes() = 500; raise the limit with set_max_dense_bytes()"});
+  add("batch norm matrix beyond max_dense_bytes",
+      [] { DenseLimit limit(1000); convmat::BatchNorm<double> bn;
+           bn.gamma = bn.beta = bn.mean = bn.var = Eigen::VectorXd::Ones(2); convmat::batch_norm_map(bn, 100); },
+      {"=convmat: the batch norm matrix (200 x 200) would take 4804 bytes (200 non-zeros (value and column index) "
+       "of 12 bytes + 201 row offsets of 4 bytes + 200 bias entries of 8 bytes), more than max_dense_bytes() = "
+       "1000; raise the limit with set_max_dense_bytes()"});
   add("dense matrix of a layer whose matrix overflows Index",
       [] { convmat::Conv2dSpec s; s.input_size = {Index(1) << 20, Index(1) << 20}; s.kernel_size = {1, 1};
            DenseLimit limit(convmat::no_limit); convmat::conv_matrix(s, Eigen::VectorXd::Ones(1)); },

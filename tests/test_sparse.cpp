@@ -165,3 +165,23 @@ TEST_CASE("affine_matrix_sparse equals affine_matrix, bias entries stored", "[sp
                                                   Eigen::VectorXd(spec.out_channels + 1)),
                     convmat::spec_error);
 }
+
+TEST_CASE("the non-zeros of a huge kernel are counted in kernel time, not kernel squared", "[sparse][regression]") {
+  // Found by fuzzing: each output's distinct inputs were found by a linear
+  // search per tap, O(kernel^2) — a million-tap kernel took hours. Under
+  // ctest's timeout, these fail by never finishing.
+  convmat::Conv1dSpec wide;  // one output reading a million inputs
+  wide.input_size = {1000000};
+  wide.kernel_size = {1000000};
+  CHECK(convmat::conv_matrix_nonzeros(wide) == 1000000);
+
+  convmat::Conv1dSpec folded;  // reflect padding: every output reads all 1000 inputs, most twice
+  folded.input_size = {1000};
+  folded.kernel_size = {1999};
+  folded.padding = {999};
+  folded.padding_mode = convmat::PaddingMode::reflect;
+  CHECK(convmat::conv_matrix_nonzeros(folded) == 1000 * 1000);
+  const auto t = convmat::conv_matrix_sparse(folded, Eigen::VectorXf::Ones(1999));
+  CHECK(t.nonZeros() == 1000 * 1000);
+  CHECK(t.coeffs().sum() == 1000.0f * 1999.0f);  // every tap lands on some input
+}

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Writes single_include/convmat/convmat.hpp: convmat in one header.
 
+Also single_include/convmat/npy.hpp, the .npy reader, which stands outside
+the umbrella (it reads and writes files) and is generated the same way.
+
 Starting from the umbrella include/convmat/convmat.hpp, every
 `#include "..."` of a convmat header is replaced by that header's text, the
 first time it is met (depth first, so each header comes after everything it
@@ -10,9 +13,9 @@ file scope (outside any #if) a repeated one is dropped. The output depends on
 nothing but the headers, so it is byte-for-byte reproducible.
 
 Usage:
-  python3 tools/make_single_header.py            # rewrite the checked-in file
-  python3 tools/make_single_header.py --check    # exit 1 if it is out of date
-  python3 tools/make_single_header.py --output F # write somewhere else
+  python3 tools/make_single_header.py              # rewrite the checked-in files
+  python3 tools/make_single_header.py --check      # exit 1 if one is out of date
+  python3 tools/make_single_header.py --output DIR # write them somewhere else
 """
 
 import argparse
@@ -23,8 +26,17 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INCLUDE_DIR = ROOT / "include"
-UMBRELLA = INCLUDE_DIR / "convmat" / "convmat.hpp"
-OUTPUT = ROOT / "single_include" / "convmat" / "convmat.hpp"
+OUTPUT_DIR = ROOT / "single_include"
+# Each single header: its root under include/ (written to the same path
+# under single_include/), and what it holds.
+SINGLE_HEADERS = (
+    ("convmat/convmat.hpp", "the matrix of a convolution layer, in one header",
+     "It holds include/convmat/convmat.hpp with every convmat header inlined\n"
+     "once, in dependency order; it needs only Eigen 3.4+ and C++17."),
+    ("convmat/npy.hpp", "NumPy's .npy files, in one header",
+     "It holds include/convmat/npy.hpp, which stands outside the umbrella\n"
+     "convmat.hpp (it reads and writes files); it needs only Eigen 3.4+ and C++17."),
+)
 COMMAND = "python3 tools/make_single_header.py"
 
 LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
@@ -132,51 +144,60 @@ class Amalgamation:
             raise Error(f"{name_of(path)}: unbalanced #if/#endif")
 
 
-def generate():
+def generate(root, title, contents):
     amalgamation = Amalgamation()
-    # The umbrella itself is the root: its includes pull in everything.
-    amalgamation.inline(UMBRELLA.resolve(), [])
+    # The root header itself comes first: its includes pull in the rest.
+    amalgamation.inline((INCLUDE_DIR / root).resolve(), [])
     header = [
-        f"// convmat {version()} — the matrix of a convolution layer, in one header.",
+        f"// convmat {version()} — {title}.",
         "// SPDX-License-Identifier: MIT",
         "//",
         "// GENERATED FILE — DO NOT EDIT. Edit the headers under include/convmat/ and",
         "// regenerate it from the repository's root with:",
         f"//   {COMMAND}",
-        "// It holds include/convmat/convmat.hpp with every convmat header inlined",
-        "// once, in dependency order; it needs only Eigen 3.4+ and C++17.",
+        *(f"// {line}" for line in contents.split("\n")),
         "#pragma once",
         "",
     ]
     return "\n".join(header + amalgamation.lines) + "\n"
 
 
+def check(path, text):
+    """0 if `path` holds `text`, else 1 after printing the start of the diff."""
+    current = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if current == text:
+        print(f"{path} is up to date")
+        return 0
+    diff = list(difflib.unified_diff(current.split("\n"), text.split("\n"),
+                                     "checked in", "regenerated", n=1, lineterm=""))
+    print("\n".join(diff[:60] + (["..."] if len(diff) > 60 else [])))
+    print(f"\n{path} is out of date: regenerate it with\n  {COMMAND}", file=sys.stderr)
+    return 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="compare with the checked-in file instead of writing it")
-    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT, help="where to write")
+    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT_DIR,
+                        help="the folder to write them to (default: single_include/)")
     args = parser.parse_args()
-    try:
-        text = generate()
-    except Error as error:
-        print(f"make_single_header: {error}", file=sys.stderr)
-        return 2
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
-        if current == text:
-            print(f"{args.output} is up to date")
-            return 0
-        diff = list(difflib.unified_diff(current.split("\n"), text.split("\n"),
-                                         "checked in", "regenerated", n=1, lineterm=""))
-        print("\n".join(diff[:60] + (["..."] if len(diff) > 60 else [])))
-        print(f"\n{args.output} is out of date: regenerate it with\n  {COMMAND}", file=sys.stderr)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.output, "w", encoding="utf-8", newline="\n") as out:
-        out.write(text)
-    print(f"wrote {args.output}")
-    return 0
+    status = 0
+    for root, title, contents in SINGLE_HEADERS:
+        try:
+            text = generate(root, title, contents)
+        except Error as error:
+            print(f"make_single_header: {error}", file=sys.stderr)
+            return 2
+        path = args.output / root
+        if args.check:
+            status = max(status, check(path, text))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+        print(f"wrote {path}")
+    return status
 
 
 if __name__ == "__main__":

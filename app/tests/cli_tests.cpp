@@ -3,6 +3,7 @@
 // entry for entry with the library; and every bad input checked for its
 // message, a non-zero exit, and no output file (nor temporary) left behind.
 #include <convmat/convmat.hpp>
+#include <convmat/npy.hpp>
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,7 +18,6 @@
 #include <string>
 #include <vector>
 
-#include "npy.hpp"
 #include "support/catch.hpp"
 #include "support/random.hpp"
 
@@ -70,7 +70,7 @@ Result run(const std::string& arguments) {
 
 std::string quoted(const std::string& path) { return "'" + path + "'"; }
 
-/// The bytes of a .npy file, written here independently of app/npy.hpp so
+/// The bytes of a .npy file, written here independently of <convmat/npy.hpp> so
 /// that every header variant NumPy can produce is covered.
 std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data,
                       bool fortran = false, int version = 1) {
@@ -103,7 +103,7 @@ std::string read_file(const std::string& path) {
 
 template <class Scalar>
 std::string shape_of(const std::vector<Index>& shape) {
-  return convmat_cli::shape_string(std::vector<std::int64_t>(shape.begin(), shape.end()));
+  return convmat::npy::shape_string(std::vector<std::int64_t>(shape.begin(), shape.end()));
 }
 
 /// Saves weights of `shape` as a .npy and returns them flattened.
@@ -119,12 +119,12 @@ Eigen::Matrix<Scalar, Eigen::Dynamic, 1> save_weights(const std::string& path, c
   return w;
 }
 
-/// A dense matrix read back with app/npy.hpp (checked against NumPy by
+/// A dense matrix read back with <convmat/npy.hpp> (checked against NumPy by
 /// tools/check_cli_with_torch.py); a vector reads as one row.
 template <class Scalar>
 convmat::detail::RowMajorMatrix<Scalar> load_dense(const std::string& path) {
-  const auto array = convmat_cli::read_npy(path);
-  REQUIRE(array.dtype == convmat_cli::dtype_of<Scalar>());
+  const auto array = convmat::npy::load(path);
+  REQUIRE(array.dtype == convmat::npy::dtype_of<Scalar>());
   REQUIRE((array.shape.size() == 1 || array.shape.size() == 2));
   const auto values = array.values<Scalar>();
   const Index rows = array.shape.size() == 2 ? array.shape[0] : 1;

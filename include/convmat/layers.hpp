@@ -218,10 +218,23 @@ using AvgPool3dSpec = AvgPoolSpec<3>;
 
 namespace detail {
 
-/// Weights 1 for a depthwise layer: one per channel and kernel tap.
+/// Weights 1 for a depthwise layer: one per channel and kernel tap. A
+/// spec sizes them, so callers count them in their footprint first.
 template <class Scalar, int Rank>
 Vector<Scalar> depthwise_ones(const Geometry<Rank>& g) {
   return Vector<Scalar>::Ones(g.weight_numel());
+}
+
+inline constexpr const char* dense_layer_hint =
+    "build it as compressed rows (its _sparse function), or raise the limit with set_max_dense_bytes()";
+inline constexpr const char* sparse_layer_hint = "raise the limit with set_max_dense_bytes()";
+
+/// A dense rows x cols matrix of Scalar, as a footprint to add to.
+template <class Scalar>
+Footprint dense_footprint(const char* what, Index rows, Index cols) {
+  Footprint need(what, rows, cols);
+  need.add(checked_mul(rows, cols, "the dense matrix"), sizeof(Scalar), "entries");
+  return need;
 }
 
 /// The pooling layer as a depthwise convolution: windows are kernel taps.
@@ -263,6 +276,10 @@ Vector<Scalar> avg_pool_divisors(const AvgPoolSpec<Rank>& spec, const Geometry<R
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
   const auto g = detail::geometry(spec);
+  detail::dense_footprint<Scalar>("the dense pooling matrix", g.output_numel(), g.input_numel())
+      .add(g.weight_numel(), sizeof(Scalar), "window weights")
+      .add(g.output_spatial, sizeof(Scalar), "divisors")
+      .check(detail::dense_layer_hint);
   const auto ones = detail::depthwise_ones<Scalar>(g);
   detail::RowMajorMatrix<Scalar> t = detail::dense_rows(g, ones.data(), 0, g.output_numel());
   const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
@@ -274,8 +291,13 @@ detail::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> avg_pool_matrix_sparse(const AvgPoolSpec<Rank>& spec) {
   const auto g = detail::geometry(spec);
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::compressed_rows_footprint<Scalar, StorageIndex>("the sparse pooling matrix", plan)
+      .add(g.weight_numel(), sizeof(Scalar), "window weights")
+      .add(g.output_spatial, sizeof(Scalar), "divisors")
+      .check(detail::sparse_layer_hint);
   const auto ones = detail::depthwise_ones<Scalar>(g);
-  auto t = detail::sparse_rows<StorageIndex>(g, ones.data(), 0, g.output_numel());
+  auto t = detail::build_sparse_rows<StorageIndex>(g, ones.data(), plan);
   const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
   const StorageIndex* outer = t.outerIndexPtr();
   Scalar* values = t.valuePtr();
@@ -453,17 +475,24 @@ struct PadSpec {
 /// reflect, replicate or circular several output positions read one input.
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
-  const auto conv = spec.as_conv();
-  conv.validate();  // before the weights are sized by spec.channels
-  return conv_matrix(conv, detail::Vector<Scalar>::Ones(spec.channels));
+  const auto g = detail::geometry(spec.as_conv());  // validated before the weights are sized by spec.channels
+  detail::dense_footprint<Scalar>("the dense padding matrix", g.output_numel(), g.input_numel())
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::dense_layer_hint);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::dense_rows(g, ones.data(), 0, g.output_numel());
 }
 
 /// pad_matrix as compressed rows.
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> pad_matrix_sparse(const PadSpec<Rank>& spec) {
-  const auto conv = spec.as_conv();
-  conv.validate();  // before the weights are sized by spec.channels
-  return conv_matrix_sparse<StorageIndex>(conv, detail::Vector<Scalar>::Ones(spec.channels));
+  const auto g = detail::geometry(spec.as_conv());
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::compressed_rows_footprint<Scalar, StorageIndex>("the sparse padding matrix", plan)
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::sparse_layer_hint);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::build_sparse_rows<StorageIndex>(g, ones.data(), plan);
 }
 
 // ---------------------------------------------------------------------------
@@ -504,14 +533,24 @@ struct UpsampleSpec {
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> upsample_nearest_matrix(const UpsampleSpec<Rank>& spec) {
   const auto t = spec.as_conv_transpose();
-  return conv_transpose_matrix(t, detail::Vector<Scalar>::Ones(t.weight_numel()));
+  const auto g = detail::geometry(t);  // validated before the weights are sized by the scale
+  detail::dense_footprint<Scalar>("the dense upsampling matrix", g.input_numel(), g.output_numel())
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::dense_layer_hint);
+  return conv_transpose_matrix(t, detail::depthwise_ones<Scalar>(g));
 }
 
 /// upsample_nearest_matrix as compressed rows.
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> upsample_nearest_matrix_sparse(const UpsampleSpec<Rank>& spec) {
-  const auto t = spec.as_conv_transpose();
-  return conv_transpose_matrix_sparse<StorageIndex>(t, detail::Vector<Scalar>::Ones(t.weight_numel()));
+  const auto g = detail::geometry(spec.as_conv_transpose());
+  detail::check_storage_index<StorageIndex>(g.output_numel(), "the column count");
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::transposed_footprint<Scalar, StorageIndex>("the sparse upsampling matrix", g, plan)
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::sparse_layer_hint);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::build_transposed<StorageIndex>(g, ones.data(), plan);
 }
 
 // ---------------------------------------------------------------------------
@@ -635,16 +674,25 @@ AffineMap<SparseMatrix<Scalar, StorageIndex>> batch_norm_map(const BatchNorm<Sca
   const auto scale = bn.scale(), shift = bn.shift();
   const Index n = detail::checked_mul(bn.channels(), spatial, "batch norm numel");
   detail::check_storage_index<StorageIndex>(n, "the batch norm size");
+  detail::Footprint("the batch norm matrix", n, n)
+      .add(n, sizeof(Scalar) + sizeof(StorageIndex), "non-zeros (value and column index)")
+      .add(n + 1, sizeof(StorageIndex), "row offsets")
+      .add(n, sizeof(Scalar), "bias entries")
+      .check(detail::sparse_layer_hint);
+  // The diagonal, written straight into compressed rows: row i holds (i, i).
   AffineMap<SparseMatrix<Scalar, StorageIndex>> map;
   map.matrix.resize(n, n);
-  map.matrix.reserve(Eigen::VectorXi::Constant(n, 1));
+  map.matrix.resizeNonZeros(n);
   map.bias.resize(n);
-  for (Index c = 0; c < bn.channels(); ++c)
-    for (Index p = 0; p < spatial; ++p) {
-      map.matrix.insert(c * spatial + p, c * spatial + p) = scale(c);
-      map.bias(c * spatial + p) = shift(c);
-    }
-  map.matrix.makeCompressed();
+  StorageIndex* outer = map.matrix.outerIndexPtr();
+  StorageIndex* inner = map.matrix.innerIndexPtr();
+  Scalar* values = map.matrix.valuePtr();
+  for (Index i = 0; i < n; ++i) {
+    outer[i] = inner[i] = static_cast<StorageIndex>(i);
+    values[i] = scale(i / spatial);
+    map.bias(i) = shift(i / spatial);
+  }
+  outer[n] = static_cast<StorageIndex>(n);
   return map;
 }
 

@@ -35,23 +35,47 @@ void check_storage_index(Index value, const char* what) {
          "); use a wider one, e.g. conv_matrix_sparse<std::int64_t>(spec, weight)");
 }
 
-/// Rows [row_begin, row_end) of the geometry's matrix in compressed row
-/// form. Every structural non-zero of the layer is stored (a zero weight
-/// too); taps that land on the same input are summed into one entry.
-template <class StorageIndex, int Rank, class Scalar>
-SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Scalar* w, Index row_begin,
-                                               Index row_end) {
+/// Rows [row_begin, row_end) of a geometry's matrix as a compressed-row
+/// build will hold them, planned before anything is allocated: the range
+/// and the sizes checked against StorageIndex, the non-zeros counted
+/// exactly, per axis.
+struct SparseRows {
+  Index row_begin = 0, row_end = 0, cols = 0, nonzeros = 0;
+  Index rows() const { return row_end - row_begin; }
+};
+
+template <class StorageIndex, int Rank>
+SparseRows plan_sparse_rows(const Geometry<Rank>& g, Index row_begin, Index row_end) {
   static_assert(std::is_integral_v<StorageIndex> && std::is_signed_v<StorageIndex>,
                 "convmat: StorageIndex must be a signed integer type, as Eigen requires");
   check_row_range(row_begin, row_end, g.output_numel());
   check_storage_index<StorageIndex>(g.input_numel(), "the column count");
   check_storage_index<StorageIndex>(row_end - row_begin, "the row count");
-  // The exact count, per axis, before anything is allocated or a row counted.
-  const Index predicted = g.nonzeros_between(row_begin, row_end);
-  check_storage_index<StorageIndex>(predicted, "the non-zero count");
+  const SparseRows plan{row_begin, row_end, g.input_numel(), g.nonzeros_between(row_begin, row_end)};
+  check_storage_index<StorageIndex>(plan.nonzeros, "the non-zero count");
+  return plan;
+}
+
+/// The bytes the planned rows take: a value and a column index per
+/// non-zero, an offset per row and one more. Callers add what they hold
+/// beside the matrix, then check().
+template <class Scalar, class StorageIndex>
+Footprint compressed_rows_footprint(const char* what, const SparseRows& plan) {
+  Footprint need(what, plan.rows(), plan.cols);
+  need.add(plan.nonzeros, sizeof(Scalar) + sizeof(StorageIndex), "non-zeros (value and column index)")
+      .add(plan.rows() + 1, sizeof(StorageIndex), "row offsets");
+  return need;
+}
+
+/// The planned rows of the geometry's matrix in compressed row form. Every
+/// structural non-zero of the layer is stored (a zero weight too); taps
+/// that land on the same input are summed into one entry.
+template <class StorageIndex, int Rank, class Scalar>
+SparseMatrix<Scalar, StorageIndex> build_sparse_rows(const Geometry<Rank>& g, const Scalar* w, const SparseRows& plan) {
+  const Index row_begin = plan.row_begin, row_end = plan.row_end;
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
 
-  SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
+  SparseMatrix<Scalar, StorageIndex> t(plan.rows(), plan.cols);
   StorageIndex* outer = t.outerIndexPtr();
   // Each row's length (at most input_numel, which fits), then their running sum.
   parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
@@ -61,11 +85,11 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   });
   Index nonzeros = 0;
   outer[0] = 0;
-  for (Index i = 1; i <= row_end - row_begin; ++i) {
-    nonzeros += outer[i];  // <= predicted, which fits
+  for (Index i = 1; i <= plan.rows(); ++i) {
+    nonzeros += outer[i];  // <= plan.nonzeros, which fits
     outer[i] = static_cast<StorageIndex>(nonzeros);
   }
-  CONVMAT_ASSERT(nonzeros == predicted, "sparse rows hold the predicted non-zero count");
+  CONVMAT_ASSERT(nonzeros == plan.nonzeros, "sparse rows hold the predicted non-zero count");
   t.resizeNonZeros(nonzeros);
   StorageIndex* inner = t.innerIndexPtr();
   Scalar* values = t.valuePtr();
@@ -93,11 +117,50 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   return t;
 }
 
+/// Rows [row_begin, row_end) of the geometry's matrix in compressed row
+/// form: planned, held to max_dense_bytes() (`hint` says what to do
+/// instead), then built.
+template <class StorageIndex, int Rank, class Scalar>
+SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Scalar* w, Index row_begin,
+                                               Index row_end, const char* hint = sparse_matrix_hint) {
+  const auto plan = plan_sparse_rows<StorageIndex>(g, row_begin, row_end);
+  compressed_rows_footprint<Scalar, StorageIndex>("the sparse matrix", plan).check(hint);
+  return build_sparse_rows<StorageIndex>(g, w, plan);
+}
+
+inline constexpr const char* sparse_row_block_hint =
+    "build it in smaller row blocks, use make_operator, or raise the limit with set_max_dense_bytes()";
+inline constexpr const char* sparse_transpose_hint =
+    "use make_operator (the matrix-free transposed layer), or raise the limit with set_max_dense_bytes()";
+
+/// What conv_transpose_matrix_sparse holds at its peak: the matching
+/// convolution's rows (planned as `plan`) and, while Eigen transposes them,
+/// the transposed copy and its row positions.
+template <class Scalar, class StorageIndex, int Rank>
+Footprint transposed_footprint(const char* what, const Geometry<Rank>& g, const SparseRows& plan) {
+  Footprint need(what, g.input_numel(), g.output_numel());
+  need.add(plan.nonzeros, sizeof(Scalar) + sizeof(StorageIndex), "non-zeros (value and column index)")
+      .add(plan.rows() + 1, sizeof(StorageIndex), "row offsets")
+      .add(plan.nonzeros, sizeof(Scalar) + sizeof(StorageIndex), "transposed non-zeros")
+      .add(g.input_numel() + 1, sizeof(StorageIndex), "transposed row offsets")
+      .add(g.input_numel(), sizeof(StorageIndex), "row positions for transposing");
+  return need;
+}
+
+/// The matching convolution's planned rows (all of them), transposed.
+template <class StorageIndex, int Rank, class Scalar>
+SparseMatrix<Scalar, StorageIndex> build_transposed(const Geometry<Rank>& g, const Scalar* w, const SparseRows& plan) {
+  SparseMatrix<Scalar, StorageIndex> t = build_sparse_rows<StorageIndex>(g, w, plan).transpose();
+  return t;
+}
+
 }  // namespace detail
 
 /// The sparse matrix T (output_numel x input_numel, compressed rows) with
 /// vec(conv(x, w)) = T vec(x). StorageIndex (default int) is Eigen's index
-/// type; a matrix whose sizes or non-zeros do not fit it is a spec_error.
+/// type; a matrix whose sizes or non-zeros do not fit it is a spec_error,
+/// one whose bytes exceed max_dense_bytes() a memory_limit_error, both
+/// thrown before anything is allocated.
 template <class StorageIndex = int, int Rank, class Derived>
 SparseMatrix<typename Derived::Scalar, StorageIndex> conv_matrix_sparse(const ConvSpec<Rank>& spec,
                                                                         const Eigen::MatrixBase<Derived>& weight) {
@@ -112,20 +175,23 @@ SparseMatrix<typename Derived::Scalar, StorageIndex> conv_matrix_sparse_rows(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index row_begin, Index row_end) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
-  return detail::sparse_rows<StorageIndex>(g, w.data(), row_begin, row_end);
+  return detail::sparse_rows<StorageIndex>(g, w.data(), row_begin, row_end, detail::sparse_row_block_hint);
 }
 
 /// The sparse matrix of a transposed convolution (compressed rows): the
-/// matching convolution's matrix, transposed in O(non-zeros).
+/// matching convolution's matrix, transposed in O(non-zeros). Both copies
+/// exist while it is transposed: the memory guard counts them.
 template <class StorageIndex = int, int Rank, class Derived>
 SparseMatrix<typename Derived::Scalar, StorageIndex> conv_transpose_matrix_sparse(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
+  using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
   detail::check_storage_index<StorageIndex>(g.output_numel(), "the column count");
-  SparseMatrix<typename Derived::Scalar, StorageIndex> t =
-      detail::sparse_rows<StorageIndex>(g, w.data(), 0, g.output_numel()).transpose();
-  return t;
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::transposed_footprint<Scalar, StorageIndex>("the sparse matrix", g, plan)
+      .check(detail::sparse_transpose_hint);
+  return detail::build_transposed<StorageIndex>(g, w.data(), plan);
 }
 
 /// affine_matrix in compressed rows: [T b; 0 1] ((output_numel + 1) x

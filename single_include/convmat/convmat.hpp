@@ -292,14 +292,18 @@ constexpr void require_same_scalar() {
 // per spatial axis (AxisMap), and combined across axes (Geometry).
 
 // ---- convmat/limits.hpp ------------------------------------------------------
-// The memory guard: a dense matrix larger than max_dense_bytes() is refused
-// with a spec_error before anything is allocated, so a typo in a layer's
-// size is an error message and not a machine brought down by swapping.
+// The memory guard: whatever a spec sizes — a dense or sparse matrix, its
+// row blocks, the buffers a build holds beside it — is counted in bytes
+// before anything is allocated and refused with a memory_limit_error
+// beyond max_dense_bytes(), so a typo in a layer's size is an error message
+// and not a machine brought down by swapping. (The name is historical: the
+// one limit covers every allocation, dense or not.)
 
 #include <atomic>
 #include <cstdint>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <sys/resource.h>
 #include <unistd.h>
 #endif
 
@@ -319,10 +323,24 @@ inline std::size_t physical_memory_bytes() {
   return 0;
 }
 
-/// The default guard: half of physical memory (8 GiB where unknown).
+/// The address-space limit of the process (ulimit -v), or 0 if there is none.
+inline std::size_t address_space_limit_bytes() {
+#if defined(RLIMIT_AS)
+  struct rlimit limit {};
+  if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur <= std::numeric_limits<std::size_t>::max())
+    return static_cast<std::size_t>(limit.rlim_cur);
+#endif
+  return 0;
+}
+
+/// The default guard: half of physical memory (8 GiB where unknown), or
+/// half of the address-space limit where that is smaller.
 inline std::size_t default_max_dense_bytes() {
-  const std::size_t physical = physical_memory_bytes();
-  return physical ? physical / 2 : (std::size_t{8} << 30);
+  const std::size_t physical = physical_memory_bytes(), address_space = address_space_limit_bytes();
+  std::size_t bytes = physical ? physical / 2 : (std::size_t{8} << 30);
+  if (address_space != 0 && address_space / 2 < bytes) bytes = address_space / 2;
+  return bytes;
 }
 
 inline std::atomic<std::size_t>& max_dense_bytes_setting() {
@@ -332,8 +350,10 @@ inline std::atomic<std::size_t>& max_dense_bytes_setting() {
 
 }  // namespace detail
 
-/// The largest dense matrix, in bytes, that convmat will allocate. Default:
-/// half of the machine's physical memory.
+/// The most bytes convmat will allocate for anything a spec sizes: a dense
+/// or sparse matrix, a row block, the buffers a build holds beside it.
+/// Default: half of the machine's physical memory, or of the process's
+/// address-space limit (ulimit -v) where that is smaller.
 inline std::size_t max_dense_bytes() { return detail::max_dense_bytes_setting().load(); }
 
 /// Sets the guard for every thread; convmat::no_limit switches it off.
@@ -360,6 +380,65 @@ inline void check_dense_size(Index rows, Index cols, std::size_t scalar_size, co
     fail_memory(what, " would be ", rows, " x ", cols, " = ", entries, " entries of ", scalar_size,
          " bytes, more than max_dense_bytes() = ", limit, "; ", hint);
 }
+
+inline constexpr const char* sparse_matrix_hint =
+    "build it in row blocks (conv_matrix_sparse_rows), use make_operator, or raise the limit with "
+    "set_max_dense_bytes()";
+
+/// What a build will hold at its peak, part by part ("N values of 8
+/// bytes"), checked against max_dense_bytes() before anything is allocated.
+/// Byte counts saturate at SIZE_MAX, which no limit but no_limit admits.
+class Footprint {
+ public:
+  /// `what` is the result's name ("the sparse matrix"), rows x cols its shape.
+  Footprint(const char* what, Index rows, Index cols) : what_(what), rows_(rows), cols_(cols) {}
+
+  /// Adds `count` items of `bytes_each` bytes, named `part` in the message.
+  Footprint& add(Index count, std::size_t bytes_each, const char* part) {
+    CONVMAT_ASSERT(size_ < parts_.size(), "a footprint has at most as many parts as it has room for");
+    CONVMAT_ASSERT(count >= 0, "a footprint's counts are not negative");
+    parts_[size_++] = {count, bytes_each, part};
+    bytes_ = saturating_add(bytes_, saturating_mul(static_cast<std::size_t>(count), bytes_each));
+    return *this;
+  }
+
+  std::size_t bytes() const { return bytes_; }
+
+  /// memory_limit_error, listing every part and `hint`, if the parts add up
+  /// to more than max_dense_bytes().
+  void check(const char* hint) const {
+    const std::size_t limit = max_dense_bytes();
+    if (bytes_ <= limit) return;
+    std::string parts;
+    for (std::size_t i = 0; i < size_; ++i)
+      parts += message(i ? " + " : "", parts_[i].count, ' ', parts_[i].part, " of ", parts_[i].bytes_each,
+                       parts_[i].bytes_each == 1 ? " byte" : " bytes");
+    const std::string total = bytes_ == std::numeric_limits<std::size_t>::max()
+                                  ? std::string("more than 2^64 bytes")
+                                  : message(bytes_, " bytes");
+    fail_memory(what_, " (", rows_, " x ", cols_, ") would take ", total, " (", parts,
+                "), more than max_dense_bytes() = ", limit, "; ", hint);
+  }
+
+ private:
+  struct Part {
+    Index count = 0;
+    std::size_t bytes_each = 0;
+    const char* part = "";
+  };
+  static std::size_t saturating_mul(std::size_t a, std::size_t b) {
+    return a != 0 && b > std::numeric_limits<std::size_t>::max() / a ? std::numeric_limits<std::size_t>::max()
+                                                                      : a * b;
+  }
+  static std::size_t saturating_add(std::size_t a, std::size_t b) {
+    return b > std::numeric_limits<std::size_t>::max() - a ? std::numeric_limits<std::size_t>::max() : a + b;
+  }
+
+  const char* what_;
+  Index rows_, cols_;
+  std::array<Part, 8> parts_{};
+  std::size_t size_ = 0, bytes_ = 0;
+};
 
 }  // namespace detail
 }  // namespace convmat
@@ -857,21 +936,32 @@ class AxisMap {
   /// arithmetic run: there source(o, k) = first + (o - begin) * step.
   const AxisRun& interior(Index k) const { return interior_[static_cast<std::size_t>(k)]; }
 
-  /// How many distinct input coordinates output o reads.
+  /// How many distinct input coordinates output o reads, in O(kernel) when
+  /// its taps read increasing coordinates (no padding mode, or none that
+  /// folds back), O(kernel log kernel) otherwise.
   Index distinct_sources(Index o) const {
+    const Index* s = sources(o);
+    Index inside = 0, last = -1;
+    bool increasing = true;
+    for (Index k = 0; k < kernel_; ++k)
+      if (s[k] >= 0) {
+        increasing = increasing && s[k] > last;
+        last = s[k];
+        ++inside;
+      }
+    if (increasing) return inside;
+    // Reflect, replicate or circular padding came back to coordinates
+    // already read: count the distinct ones of a sorted copy.
     std::array<Index, 64> small{};
     std::vector<Index> large;
     Index* seen = small.data();
-    if (kernel_ > static_cast<Index>(small.size())) {
-      large.resize(static_cast<std::size_t>(kernel_));
+    if (inside > static_cast<Index>(small.size())) {
+      large.resize(static_cast<std::size_t>(inside));
       seen = large.data();
     }
-    Index count = 0;
-    for (Index k = 0; k < kernel_; ++k) {
-      const Index s = source(o, k);
-      if (s >= 0 && std::find(seen, seen + count, s) == seen + count) seen[count++] = s;
-    }
-    return count;
+    Index* end = std::copy_if(s, s + kernel_, seen, [](Index v) { return v >= 0; });
+    std::sort(seen, end);
+    return std::unique(seen, end) - seen;
   }
 
  private:
@@ -1044,15 +1134,29 @@ class TapLists {
   std::vector<Tap> taps_, scratch_;
 };
 
+/// How many output positions for_each_row_taps lists at a time: 256, or
+/// fewer when the kernel is so large that their taps would pass 2^20
+/// (16 MiB), down to one position, whose at most kernel_numel taps take 16
+/// bytes each — a few times the weights the caller already holds, however
+/// many positions the layer has (a replicate padding far wider than the
+/// input makes every tap of a huge kernel a real one).
+template <int Rank>
+Index tap_block_positions(const Geometry<Rank>& g) {
+  constexpr Index most_positions = 256, most_taps = Index(1) << 20;
+  return std::clamp<Index>(most_taps / std::max<Index>(g.kernel_numel, 1), 1, most_positions);
+}
+
 /// Calls f(r, taps_begin, taps_end) once for every row r in [row_begin,
 /// row_end) of the layer's matrix (r = out_channel * output_spatial + p)
 /// with the taps of its position p, as Geometry::taps_at gives them. The
-/// rows are visited a block of `block` positions at a time, for every
-/// output channel in the range, so each position's taps are computed once
-/// per block (not once per row) in memory that stays small.
+/// rows are visited a block of `block` positions at a time (0:
+/// tap_block_positions), for every output channel in the range, so each
+/// position's taps are computed once per block (not once per row) in
+/// memory that stays small.
 template <int Rank, class F>
-void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 256) {
+void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 0) {
   if (row_end <= row_begin) return;
+  if (block <= 0) block = tap_block_positions(g);
   const Index spatial = g.output_spatial;
   const Index oc_first = row_begin / spatial, oc_last = (row_end - 1) / spatial;
   // Positions [p_begin, p_end) that the rows read: all, once they span two channels.
@@ -1523,23 +1627,47 @@ void check_storage_index(Index value, const char* what) {
          "); use a wider one, e.g. conv_matrix_sparse<std::int64_t>(spec, weight)");
 }
 
-/// Rows [row_begin, row_end) of the geometry's matrix in compressed row
-/// form. Every structural non-zero of the layer is stored (a zero weight
-/// too); taps that land on the same input are summed into one entry.
-template <class StorageIndex, int Rank, class Scalar>
-SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Scalar* w, Index row_begin,
-                                               Index row_end) {
+/// Rows [row_begin, row_end) of a geometry's matrix as a compressed-row
+/// build will hold them, planned before anything is allocated: the range
+/// and the sizes checked against StorageIndex, the non-zeros counted
+/// exactly, per axis.
+struct SparseRows {
+  Index row_begin = 0, row_end = 0, cols = 0, nonzeros = 0;
+  Index rows() const { return row_end - row_begin; }
+};
+
+template <class StorageIndex, int Rank>
+SparseRows plan_sparse_rows(const Geometry<Rank>& g, Index row_begin, Index row_end) {
   static_assert(std::is_integral_v<StorageIndex> && std::is_signed_v<StorageIndex>,
                 "convmat: StorageIndex must be a signed integer type, as Eigen requires");
   check_row_range(row_begin, row_end, g.output_numel());
   check_storage_index<StorageIndex>(g.input_numel(), "the column count");
   check_storage_index<StorageIndex>(row_end - row_begin, "the row count");
-  // The exact count, per axis, before anything is allocated or a row counted.
-  const Index predicted = g.nonzeros_between(row_begin, row_end);
-  check_storage_index<StorageIndex>(predicted, "the non-zero count");
+  const SparseRows plan{row_begin, row_end, g.input_numel(), g.nonzeros_between(row_begin, row_end)};
+  check_storage_index<StorageIndex>(plan.nonzeros, "the non-zero count");
+  return plan;
+}
+
+/// The bytes the planned rows take: a value and a column index per
+/// non-zero, an offset per row and one more. Callers add what they hold
+/// beside the matrix, then check().
+template <class Scalar, class StorageIndex>
+Footprint compressed_rows_footprint(const char* what, const SparseRows& plan) {
+  Footprint need(what, plan.rows(), plan.cols);
+  need.add(plan.nonzeros, sizeof(Scalar) + sizeof(StorageIndex), "non-zeros (value and column index)")
+      .add(plan.rows() + 1, sizeof(StorageIndex), "row offsets");
+  return need;
+}
+
+/// The planned rows of the geometry's matrix in compressed row form. Every
+/// structural non-zero of the layer is stored (a zero weight too); taps
+/// that land on the same input are summed into one entry.
+template <class StorageIndex, int Rank, class Scalar>
+SparseMatrix<Scalar, StorageIndex> build_sparse_rows(const Geometry<Rank>& g, const Scalar* w, const SparseRows& plan) {
+  const Index row_begin = plan.row_begin, row_end = plan.row_end;
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
 
-  SparseMatrix<Scalar, StorageIndex> t(row_end - row_begin, g.input_numel());
+  SparseMatrix<Scalar, StorageIndex> t(plan.rows(), plan.cols);
   StorageIndex* outer = t.outerIndexPtr();
   // Each row's length (at most input_numel, which fits), then their running sum.
   parallel_chunks(row_begin, row_end, 64, [&](Index begin, Index end) {
@@ -1549,11 +1677,11 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   });
   Index nonzeros = 0;
   outer[0] = 0;
-  for (Index i = 1; i <= row_end - row_begin; ++i) {
-    nonzeros += outer[i];  // <= predicted, which fits
+  for (Index i = 1; i <= plan.rows(); ++i) {
+    nonzeros += outer[i];  // <= plan.nonzeros, which fits
     outer[i] = static_cast<StorageIndex>(nonzeros);
   }
-  CONVMAT_ASSERT(nonzeros == predicted, "sparse rows hold the predicted non-zero count");
+  CONVMAT_ASSERT(nonzeros == plan.nonzeros, "sparse rows hold the predicted non-zero count");
   t.resizeNonZeros(nonzeros);
   StorageIndex* inner = t.innerIndexPtr();
   Scalar* values = t.valuePtr();
@@ -1581,11 +1709,50 @@ SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Sc
   return t;
 }
 
+/// Rows [row_begin, row_end) of the geometry's matrix in compressed row
+/// form: planned, held to max_dense_bytes() (`hint` says what to do
+/// instead), then built.
+template <class StorageIndex, int Rank, class Scalar>
+SparseMatrix<Scalar, StorageIndex> sparse_rows(const Geometry<Rank>& g, const Scalar* w, Index row_begin,
+                                               Index row_end, const char* hint = sparse_matrix_hint) {
+  const auto plan = plan_sparse_rows<StorageIndex>(g, row_begin, row_end);
+  compressed_rows_footprint<Scalar, StorageIndex>("the sparse matrix", plan).check(hint);
+  return build_sparse_rows<StorageIndex>(g, w, plan);
+}
+
+inline constexpr const char* sparse_row_block_hint =
+    "build it in smaller row blocks, use make_operator, or raise the limit with set_max_dense_bytes()";
+inline constexpr const char* sparse_transpose_hint =
+    "use make_operator (the matrix-free transposed layer), or raise the limit with set_max_dense_bytes()";
+
+/// What conv_transpose_matrix_sparse holds at its peak: the matching
+/// convolution's rows (planned as `plan`) and, while Eigen transposes them,
+/// the transposed copy and its row positions.
+template <class Scalar, class StorageIndex, int Rank>
+Footprint transposed_footprint(const char* what, const Geometry<Rank>& g, const SparseRows& plan) {
+  Footprint need(what, g.input_numel(), g.output_numel());
+  need.add(plan.nonzeros, sizeof(Scalar) + sizeof(StorageIndex), "non-zeros (value and column index)")
+      .add(plan.rows() + 1, sizeof(StorageIndex), "row offsets")
+      .add(plan.nonzeros, sizeof(Scalar) + sizeof(StorageIndex), "transposed non-zeros")
+      .add(g.input_numel() + 1, sizeof(StorageIndex), "transposed row offsets")
+      .add(g.input_numel(), sizeof(StorageIndex), "row positions for transposing");
+  return need;
+}
+
+/// The matching convolution's planned rows (all of them), transposed.
+template <class StorageIndex, int Rank, class Scalar>
+SparseMatrix<Scalar, StorageIndex> build_transposed(const Geometry<Rank>& g, const Scalar* w, const SparseRows& plan) {
+  SparseMatrix<Scalar, StorageIndex> t = build_sparse_rows<StorageIndex>(g, w, plan).transpose();
+  return t;
+}
+
 }  // namespace detail
 
 /// The sparse matrix T (output_numel x input_numel, compressed rows) with
 /// vec(conv(x, w)) = T vec(x). StorageIndex (default int) is Eigen's index
-/// type; a matrix whose sizes or non-zeros do not fit it is a spec_error.
+/// type; a matrix whose sizes or non-zeros do not fit it is a spec_error,
+/// one whose bytes exceed max_dense_bytes() a memory_limit_error, both
+/// thrown before anything is allocated.
 template <class StorageIndex = int, int Rank, class Derived>
 SparseMatrix<typename Derived::Scalar, StorageIndex> conv_matrix_sparse(const ConvSpec<Rank>& spec,
                                                                         const Eigen::MatrixBase<Derived>& weight) {
@@ -1600,20 +1767,23 @@ SparseMatrix<typename Derived::Scalar, StorageIndex> conv_matrix_sparse_rows(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index row_begin, Index row_end) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
-  return detail::sparse_rows<StorageIndex>(g, w.data(), row_begin, row_end);
+  return detail::sparse_rows<StorageIndex>(g, w.data(), row_begin, row_end, detail::sparse_row_block_hint);
 }
 
 /// The sparse matrix of a transposed convolution (compressed rows): the
-/// matching convolution's matrix, transposed in O(non-zeros).
+/// matching convolution's matrix, transposed in O(non-zeros). Both copies
+/// exist while it is transposed: the memory guard counts them.
 template <class StorageIndex = int, int Rank, class Derived>
 SparseMatrix<typename Derived::Scalar, StorageIndex> conv_transpose_matrix_sparse(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
+  using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
   detail::check_storage_index<StorageIndex>(g.output_numel(), "the column count");
-  SparseMatrix<typename Derived::Scalar, StorageIndex> t =
-      detail::sparse_rows<StorageIndex>(g, w.data(), 0, g.output_numel()).transpose();
-  return t;
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::transposed_footprint<Scalar, StorageIndex>("the sparse matrix", g, plan)
+      .check(detail::sparse_transpose_hint);
+  return detail::build_transposed<StorageIndex>(g, w.data(), plan);
 }
 
 /// affine_matrix in compressed rows: [T b; 0 1] ((output_numel + 1) x
@@ -1848,10 +2018,23 @@ using AvgPool3dSpec = AvgPoolSpec<3>;
 
 namespace detail {
 
-/// Weights 1 for a depthwise layer: one per channel and kernel tap.
+/// Weights 1 for a depthwise layer: one per channel and kernel tap. A
+/// spec sizes them, so callers count them in their footprint first.
 template <class Scalar, int Rank>
 Vector<Scalar> depthwise_ones(const Geometry<Rank>& g) {
   return Vector<Scalar>::Ones(g.weight_numel());
+}
+
+inline constexpr const char* dense_layer_hint =
+    "build it as compressed rows (its _sparse function), or raise the limit with set_max_dense_bytes()";
+inline constexpr const char* sparse_layer_hint = "raise the limit with set_max_dense_bytes()";
+
+/// A dense rows x cols matrix of Scalar, as a footprint to add to.
+template <class Scalar>
+Footprint dense_footprint(const char* what, Index rows, Index cols) {
+  Footprint need(what, rows, cols);
+  need.add(checked_mul(rows, cols, "the dense matrix"), sizeof(Scalar), "entries");
+  return need;
 }
 
 /// The pooling layer as a depthwise convolution: windows are kernel taps.
@@ -1893,6 +2076,10 @@ Vector<Scalar> avg_pool_divisors(const AvgPoolSpec<Rank>& spec, const Geometry<R
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
   const auto g = detail::geometry(spec);
+  detail::dense_footprint<Scalar>("the dense pooling matrix", g.output_numel(), g.input_numel())
+      .add(g.weight_numel(), sizeof(Scalar), "window weights")
+      .add(g.output_spatial, sizeof(Scalar), "divisors")
+      .check(detail::dense_layer_hint);
   const auto ones = detail::depthwise_ones<Scalar>(g);
   detail::RowMajorMatrix<Scalar> t = detail::dense_rows(g, ones.data(), 0, g.output_numel());
   const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
@@ -1904,8 +2091,13 @@ detail::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> avg_pool_matrix_sparse(const AvgPoolSpec<Rank>& spec) {
   const auto g = detail::geometry(spec);
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::compressed_rows_footprint<Scalar, StorageIndex>("the sparse pooling matrix", plan)
+      .add(g.weight_numel(), sizeof(Scalar), "window weights")
+      .add(g.output_spatial, sizeof(Scalar), "divisors")
+      .check(detail::sparse_layer_hint);
   const auto ones = detail::depthwise_ones<Scalar>(g);
-  auto t = detail::sparse_rows<StorageIndex>(g, ones.data(), 0, g.output_numel());
+  auto t = detail::build_sparse_rows<StorageIndex>(g, ones.data(), plan);
   const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
   const StorageIndex* outer = t.outerIndexPtr();
   Scalar* values = t.valuePtr();
@@ -2083,17 +2275,24 @@ struct PadSpec {
 /// reflect, replicate or circular several output positions read one input.
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
-  const auto conv = spec.as_conv();
-  conv.validate();  // before the weights are sized by spec.channels
-  return conv_matrix(conv, detail::Vector<Scalar>::Ones(spec.channels));
+  const auto g = detail::geometry(spec.as_conv());  // validated before the weights are sized by spec.channels
+  detail::dense_footprint<Scalar>("the dense padding matrix", g.output_numel(), g.input_numel())
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::dense_layer_hint);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::dense_rows(g, ones.data(), 0, g.output_numel());
 }
 
 /// pad_matrix as compressed rows.
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> pad_matrix_sparse(const PadSpec<Rank>& spec) {
-  const auto conv = spec.as_conv();
-  conv.validate();  // before the weights are sized by spec.channels
-  return conv_matrix_sparse<StorageIndex>(conv, detail::Vector<Scalar>::Ones(spec.channels));
+  const auto g = detail::geometry(spec.as_conv());
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::compressed_rows_footprint<Scalar, StorageIndex>("the sparse padding matrix", plan)
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::sparse_layer_hint);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::build_sparse_rows<StorageIndex>(g, ones.data(), plan);
 }
 
 // ---------------------------------------------------------------------------
@@ -2134,14 +2333,24 @@ struct UpsampleSpec {
 template <class Scalar = double, int Rank>
 detail::RowMajorMatrix<Scalar> upsample_nearest_matrix(const UpsampleSpec<Rank>& spec) {
   const auto t = spec.as_conv_transpose();
-  return conv_transpose_matrix(t, detail::Vector<Scalar>::Ones(t.weight_numel()));
+  const auto g = detail::geometry(t);  // validated before the weights are sized by the scale
+  detail::dense_footprint<Scalar>("the dense upsampling matrix", g.input_numel(), g.output_numel())
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::dense_layer_hint);
+  return conv_transpose_matrix(t, detail::depthwise_ones<Scalar>(g));
 }
 
 /// upsample_nearest_matrix as compressed rows.
 template <class Scalar = double, class StorageIndex = int, int Rank>
 SparseMatrix<Scalar, StorageIndex> upsample_nearest_matrix_sparse(const UpsampleSpec<Rank>& spec) {
-  const auto t = spec.as_conv_transpose();
-  return conv_transpose_matrix_sparse<StorageIndex>(t, detail::Vector<Scalar>::Ones(t.weight_numel()));
+  const auto g = detail::geometry(spec.as_conv_transpose());
+  detail::check_storage_index<StorageIndex>(g.output_numel(), "the column count");
+  const auto plan = detail::plan_sparse_rows<StorageIndex>(g, 0, g.output_numel());
+  detail::transposed_footprint<Scalar, StorageIndex>("the sparse upsampling matrix", g, plan)
+      .add(g.weight_numel(), sizeof(Scalar), "weights")
+      .check(detail::sparse_layer_hint);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::build_transposed<StorageIndex>(g, ones.data(), plan);
 }
 
 // ---------------------------------------------------------------------------
@@ -2265,16 +2474,25 @@ AffineMap<SparseMatrix<Scalar, StorageIndex>> batch_norm_map(const BatchNorm<Sca
   const auto scale = bn.scale(), shift = bn.shift();
   const Index n = detail::checked_mul(bn.channels(), spatial, "batch norm numel");
   detail::check_storage_index<StorageIndex>(n, "the batch norm size");
+  detail::Footprint("the batch norm matrix", n, n)
+      .add(n, sizeof(Scalar) + sizeof(StorageIndex), "non-zeros (value and column index)")
+      .add(n + 1, sizeof(StorageIndex), "row offsets")
+      .add(n, sizeof(Scalar), "bias entries")
+      .check(detail::sparse_layer_hint);
+  // The diagonal, written straight into compressed rows: row i holds (i, i).
   AffineMap<SparseMatrix<Scalar, StorageIndex>> map;
   map.matrix.resize(n, n);
-  map.matrix.reserve(Eigen::VectorXi::Constant(n, 1));
+  map.matrix.resizeNonZeros(n);
   map.bias.resize(n);
-  for (Index c = 0; c < bn.channels(); ++c)
-    for (Index p = 0; p < spatial; ++p) {
-      map.matrix.insert(c * spatial + p, c * spatial + p) = scale(c);
-      map.bias(c * spatial + p) = shift(c);
-    }
-  map.matrix.makeCompressed();
+  StorageIndex* outer = map.matrix.outerIndexPtr();
+  StorageIndex* inner = map.matrix.innerIndexPtr();
+  Scalar* values = map.matrix.valuePtr();
+  for (Index i = 0; i < n; ++i) {
+    outer[i] = inner[i] = static_cast<StorageIndex>(i);
+    values[i] = scale(i / spatial);
+    map.bias(i) = shift(i / spatial);
+  }
+  outer[n] = static_cast<StorageIndex>(n);
   return map;
 }
 

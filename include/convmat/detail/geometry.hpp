@@ -79,21 +79,32 @@ class AxisMap {
   /// arithmetic run: there source(o, k) = first + (o - begin) * step.
   const AxisRun& interior(Index k) const { return interior_[static_cast<std::size_t>(k)]; }
 
-  /// How many distinct input coordinates output o reads.
+  /// How many distinct input coordinates output o reads, in O(kernel) when
+  /// its taps read increasing coordinates (no padding mode, or none that
+  /// folds back), O(kernel log kernel) otherwise.
   Index distinct_sources(Index o) const {
+    const Index* s = sources(o);
+    Index inside = 0, last = -1;
+    bool increasing = true;
+    for (Index k = 0; k < kernel_; ++k)
+      if (s[k] >= 0) {
+        increasing = increasing && s[k] > last;
+        last = s[k];
+        ++inside;
+      }
+    if (increasing) return inside;
+    // Reflect, replicate or circular padding came back to coordinates
+    // already read: count the distinct ones of a sorted copy.
     std::array<Index, 64> small{};
     std::vector<Index> large;
     Index* seen = small.data();
-    if (kernel_ > static_cast<Index>(small.size())) {
-      large.resize(static_cast<std::size_t>(kernel_));
+    if (inside > static_cast<Index>(small.size())) {
+      large.resize(static_cast<std::size_t>(inside));
       seen = large.data();
     }
-    Index count = 0;
-    for (Index k = 0; k < kernel_; ++k) {
-      const Index s = source(o, k);
-      if (s >= 0 && std::find(seen, seen + count, s) == seen + count) seen[count++] = s;
-    }
-    return count;
+    Index* end = std::copy_if(s, s + kernel_, seen, [](Index v) { return v >= 0; });
+    std::sort(seen, end);
+    return std::unique(seen, end) - seen;
   }
 
  private:
@@ -266,15 +277,29 @@ class TapLists {
   std::vector<Tap> taps_, scratch_;
 };
 
+/// How many output positions for_each_row_taps lists at a time: 256, or
+/// fewer when the kernel is so large that their taps would pass 2^20
+/// (16 MiB), down to one position, whose at most kernel_numel taps take 16
+/// bytes each — a few times the weights the caller already holds, however
+/// many positions the layer has (a replicate padding far wider than the
+/// input makes every tap of a huge kernel a real one).
+template <int Rank>
+Index tap_block_positions(const Geometry<Rank>& g) {
+  constexpr Index most_positions = 256, most_taps = Index(1) << 20;
+  return std::clamp<Index>(most_taps / std::max<Index>(g.kernel_numel, 1), 1, most_positions);
+}
+
 /// Calls f(r, taps_begin, taps_end) once for every row r in [row_begin,
 /// row_end) of the layer's matrix (r = out_channel * output_spatial + p)
 /// with the taps of its position p, as Geometry::taps_at gives them. The
-/// rows are visited a block of `block` positions at a time, for every
-/// output channel in the range, so each position's taps are computed once
-/// per block (not once per row) in memory that stays small.
+/// rows are visited a block of `block` positions at a time (0:
+/// tap_block_positions), for every output channel in the range, so each
+/// position's taps are computed once per block (not once per row) in
+/// memory that stays small.
 template <int Rank, class F>
-void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 256) {
+void for_each_row_taps(const Geometry<Rank>& g, Index row_begin, Index row_end, F&& f, Index block = 0) {
   if (row_end <= row_begin) return;
+  if (block <= 0) block = tap_block_positions(g);
   const Index spatial = g.output_spatial;
   const Index oc_first = row_begin / spatial, oc_last = (row_end - 1) / spatial;
   // Positions [p_begin, p_end) that the rows read: all, once they span two channels.
