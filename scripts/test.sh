@@ -118,12 +118,12 @@ cmake --build "$root/bench" -j "$jobs" --target convmat_bench
 # hostile inputs) under AddressSanitizer and UBSan, in their own build.
 stage "suite and tools under AddressSanitizer and UndefinedBehaviorSanitizer (-O1 -g)"
 cmake -S . -B "$root/sanitize" -DCMAKE_BUILD_TYPE=Debug \
-  "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+  "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize-recover=alignment" \
   -DCONVMAT_BUILD_TESTS=ON -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_CLI=ON \
   -DCONVMAT_BUILD_ONNX=ON -DCONVMAT_BUILD_PETSC=OFF >/dev/null
 cmake --build "$root/sanitize" -j "$jobs" --target convmat_tests convmat_no_exceptions convmat_custom_throw \
   convmat_address_space convmat_cli convmat_cli_tests convmat-onnx convmat_onnx_tests
-UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$root/sanitize" --output-on-failure -j "$jobs" \
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$PWD/tests/ubsan.supp" ctest --test-dir "$root/sanitize" --output-on-failure -j "$jobs" \
   -R '^(convmat_tests|reliability\.|cli_|convmat_onnx_|hostile_inputs_table)'
 
 # libFuzzer (clang-14, ASan, UBSan), each target from tests/fuzz/corpus/TARGET;

@@ -2590,10 +2590,12 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
 // unfold matrix: a range of one sample's output positions, or several
 // small samples side by side. A panel's unfold block (its rows a chunk of
 // at most workspace_bytes) is built in a per-thread workspace and
-// multiplied while it is in the cache, so a product allocates a bounded
-// workspace per thread and never the unfold matrix. With OpenMP the panels
-// (forward) or the samples and input channels (adjoint, whose fold must
-// not add into the same input from two threads) are shared among threads.
+// multiplied while it is in the cache, so a product allocates per thread
+// that block and, for samples side by side, one group's output channels x
+// the panel's columns — never the unfold matrix, nothing that grows with
+// the batch or the image. With OpenMP the panels (forward) or the samples
+// and input channels (adjoint, whose fold must not add into the same input
+// from two threads) are shared among threads.
 
 namespace convmat::detail {
 
@@ -2841,8 +2843,7 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index out_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, panels.count, 1, [&](Index first, Index last) {
-    std::vector<Scalar> columns(static_cast<std::size_t>(depth * panels.width));
-    std::vector<Scalar> out(static_cast<std::size_t>(out_rows * panels.width));
+    Vector<Scalar> columns(depth * panels.width), out(out_rows * panels.width);  // uninitialised, aligned
     for (Index i = first; i < last; ++i) {
       const auto panel = panels(i);
       const Index n = panel.columns(), piece = panel.positions();
@@ -2904,8 +2905,7 @@ void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, In
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index gathered_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, sets * parts, 1, [&](Index first, Index last) {
-    std::vector<Scalar> columns(static_cast<std::size_t>(depth * panels.width));
-    std::vector<Scalar> gathered(static_cast<std::size_t>(gathered_rows * panels.width));
+    Vector<Scalar> columns(depth * panels.width), gathered(gathered_rows * panels.width);
     for (Index unit = first; unit < last; ++unit) {
       const Index set = unit / parts, part = unit % parts;
       const Index c_begin = channel_begin + channels * part / parts;
@@ -3077,7 +3077,17 @@ struct MatrixFreeProduct {
   static void scale_and_add(Dest& dst, const Operator& op, const Rhs& rhs, const Alpha& alpha) {
     Matrix<Scalar> y(op.rows(), rhs.cols());
     with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) { op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols()); });
-    dst += alpha * y;
+    // Scaled by hand, not as `alpha * y`: Eigen 3.4 loads a complex<float>
+    // constant as one 8-byte word from wherever its expression keeps it,
+    // which may be 4-byte aligned (UBSan: misaligned load).
+    const Scalar factor(alpha);
+    if (factor == Scalar(-1)) {
+      dst -= y;
+      return;
+    }
+    if (factor != Scalar(1))
+      for (Index i = 0; i < y.size(); ++i) y.data()[i] *= factor;
+    dst += y;
   }
 };
 
