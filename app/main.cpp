@@ -244,7 +244,7 @@ std::array<Index, Rank> per_axis(const std::string& text, const char* flag, cons
 /// set_padding(begin, end) and set_padding_same(SamePadding) (ConvSpec,
 /// ConvTransposeSpec); --padding's PyTorch names are handled by the caller.
 template <int Rank, class Spec>
-void set_padding(Spec& spec, const Options& o, const NpyArray& weights) {
+void set_padding(Spec& spec, const Options& o, const convmat::npy::Array& weights) {
   if (o.padding == "same_upper" || o.padding == "same_lower") {
     if (!o.padding_end.empty())
       throw cli_error("--padding-end " + o.padding_end + " goes with numbers in --padding, not --padding " + o.padding);

@@ -19,7 +19,7 @@ library's buffer, a CSR ``T`` SciPy arrays over the library's three arrays).
 
 Functions, each taking ``(layer, input_size, ...)``: matrix, bias, affine,
 info, row_blocks, unfold, fold, weight_jacobian, operator, spectral_norm,
-singular_values. Errors: a layer the library refuses raises ValueError with
+spectral_norm_bound, singular_values. Errors: a layer the library refuses raises ValueError with
 its message; a dense result over the memory guard (``max_dense_bytes()``)
 MemoryError; a layer of an unknown kind TypeError.
 """
@@ -41,7 +41,8 @@ __version__ = _convmat.__version__
 
 __all__ = [
     "matrix", "bias", "affine", "info", "row_blocks", "unfold", "fold", "weight_jacobian", "operator",
-    "spectral_norm", "singular_values", "MatrixInfo", "SpectralNorm", "ConvOperator",
+    "spectral_norm", "spectral_norm_bound", "singular_values", "MatrixInfo", "SpectralNorm",
+    "SpectralNormBound", "ConvOperator",
     "max_dense_bytes", "set_max_dense_bytes", "dense_bytes_limit",
 ]
 
@@ -501,28 +502,55 @@ class SpectralNorm(typing.NamedTuple):
     value: float
     """The largest singular value of T (never above it, up to rounding)."""
     converged: bool
-    """Whether the tolerance was met within max_iterations."""
+    """Whether the residual met the tolerance within max_iterations."""
     iterations: int
-    """Products with T^H T performed."""
+    """Products with T performed (as many with T^H)."""
+    residual: float
+    """max(|T v - value u|, |T^H u - value v|) / value, measured with the final vectors."""
 
     def __float__(self):
         return self.value
 
 
+class SpectralNormBound(typing.NamedTuple):
+    """spectral_norm_bound's result: lower <= ||T||_2 <= upper, certified."""
+
+    lower: float
+    """|T v| for a unit vector v: never above the norm."""
+    upper: float
+    """By the FFT of the circular layer T is part of: never below the norm."""
+    converged: bool
+    """Whether the Lanczos estimate behind `lower` converged."""
+    iterations: int
+    """Products with T it took."""
+
+
+def _iteration_arguments(tolerance, max_iterations, seed):
+    for name, value in (("max_iterations", max_iterations), ("seed", seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"convmat: {name} must be a non-negative int or None, not {value!r}")
+    return float(tolerance or 0.0), int(max_iterations or 0), int(seed)
+
+
 @_takes_layer
-def spectral_norm(layer: Layer, *, tolerance=None, max_iterations=1000, seed=2019):
+def spectral_norm(layer: Layer, *, tolerance=None, max_iterations=None, seed=2019):
     """The largest singular value of T: the layer's Lipschitz constant in the 2-norm.
 
-    Matrix-free, for any layer size (power iteration on T^H T with the
-    C++ operator).
+    Matrix-free, for any layer size: Golub-Kahan-Lanczos bidiagonalisation
+    on the C++ operator, with full reorthogonalisation and thick restarts,
+    so that repeated and clustered top values converge as fast as isolated
+    ones. Convergence is judged by the residual measured with the final
+    singular vectors, never by an estimate.
 
     Parameters
     ----------
     %(layer)s
     tolerance : float, optional
-        Relative tolerance; by default sqrt(epsilon) of the weights' real type.
-    max_iterations : int
-        The most products with T^H T before giving up (converged=False).
+        Relative residual to reach; by default 1e-10 for float64 weights,
+        1e-5 for float32.
+    max_iterations : int, optional
+        The most products with T before giving up (converged=False);
+        by default 1100.
     seed : int
         Seed of the random start vector: the result is deterministic.
     %(keywords)s
@@ -530,26 +558,57 @@ def spectral_norm(layer: Layer, *, tolerance=None, max_iterations=1000, seed=201
     Returns
     -------
     SpectralNorm
-        (value, converged, iterations); float() of it is the value.
+        (value, converged, iterations, residual); float() of it is the value.
     """
-    value, converged, iterations = _convmat.spectral_norm(layer.shape, layer.weight, tolerance or 0.0,
-                                                          max_iterations, seed)
-    return SpectralNorm(value, converged, iterations)
+    value, converged, iterations, residual = _convmat.spectral_norm(
+        layer.shape, layer.weight, *_iteration_arguments(tolerance, max_iterations, seed))
+    return SpectralNorm(value, converged, iterations, residual)
 
 
 @_takes_layer
-def singular_values(layer: Layer, k=None):
+def spectral_norm_bound(layer: Layer, *, tolerance=None, max_iterations=None, seed=2019):
+    """A certified bracket lower <= ||T||_2 <= upper, for every padding mode and stride.
+
+    `upper` comes from the FFT: a zero-padded or strided layer is a part of a
+    circular convolution on the padded grid, whose norm is exact by the FFT;
+    reflect and replicate padding multiply it by the padding operator's norm.
+    `lower` is |T v| for the unit vector v of spectral_norm's estimate.
+    Milliseconds for the upper bound; the lower one costs spectral_norm.
+
+    Parameters
+    ----------
+    %(layer)s
+    tolerance, max_iterations, seed :
+        As for spectral_norm (the estimate behind `lower`).
+    %(keywords)s
+
+    Returns
+    -------
+    SpectralNormBound
+        (lower, upper, converged, iterations).
+    """
+    return SpectralNormBound(*_convmat.spectral_norm_bound(
+        layer.shape, layer.weight, *_iteration_arguments(tolerance, max_iterations, seed)))
+
+
+@_takes_layer
+def singular_values(layer: Layer, k=None, *, tolerance=None, max_iterations=None, seed=2019):
     """The singular values of T, descending.
 
-    Exactly through the FFT when T is block-circulant (circular padding,
-    stride 1, output size equal to input size), else by an SVD of the dense
-    matrix (within max_dense_bytes()).
+    All of them (k=None): exactly through the FFT when T is block-circulant
+    (circular padding with a stride that divides the input, output size
+    input / stride), else by an SVD of the dense matrix (within
+    max_dense_bytes()). The k largest: by the FFT when block-circulant, else
+    matrix-free by Lanczos on the operator, for layers far too big for a
+    dense SVD; RuntimeError if they do not converge.
 
     Parameters
     ----------
     %(layer)s
     k : int, optional
         Only the k largest; all min(rows, cols) of them by default.
+    tolerance, max_iterations, seed :
+        For the k largest by Lanczos, as for spectral_norm.
     %(keywords)s
 
     Returns
@@ -559,8 +618,8 @@ def singular_values(layer: Layer, k=None):
     """
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise ValueError(f"convmat: k must be a positive int or None, not {k!r}")
-    values = _convmat.singular_values(layer.shape, layer.weight)
-    return values if k is None else values[:k]
+    return _convmat.singular_values(layer.shape, layer.weight, 0 if k is None else k,
+                                    *_iteration_arguments(tolerance, max_iterations, seed))
 
 
 # ---------------------------------------------------------------------------

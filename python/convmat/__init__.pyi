@@ -72,16 +72,27 @@ class SpectralNorm(NamedTuple):
     value: float
     converged: bool
     iterations: int
+    residual: float
     def __float__(self) -> float: ...
 
-def spectral_norm(layer: Layer, input_size: InputSize, *, tolerance: float | None = None, max_iterations: int = 1000,
-                  seed: int = 2019, stride: PerAxis = 1, padding: Padding = 0, dilation: PerAxis = 1,
+class SpectralNormBound(NamedTuple):
+    lower: float
+    upper: float
+    converged: bool
+    iterations: int
+
+def spectral_norm(layer: Layer, input_size: InputSize, *, tolerance: float | None = None,
+                  max_iterations: int | None = None, seed: int = 2019, stride: PerAxis = 1, padding: Padding = 0, dilation: PerAxis = 1,
                   groups: int = 1, padding_mode: PaddingMode = "zeros", transposed: bool = False,
                   output_padding: PerAxis = 0, bias: Any = None) -> SpectralNorm: ...
-def singular_values(layer: Layer, input_size: InputSize, k: int | None = None, *, stride: PerAxis = 1,
-                    padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1,
-                    padding_mode: PaddingMode = "zeros", transposed: bool = False, output_padding: PerAxis = 0,
-                    bias: Any = None) -> np.ndarray: ...
+def spectral_norm_bound(layer: Layer, input_size: InputSize, *, tolerance: float | None = None,
+                  max_iterations: int | None = None, seed: int = 2019, stride: PerAxis = 1, padding: Padding = 0, dilation: PerAxis = 1,
+                  groups: int = 1, padding_mode: PaddingMode = "zeros", transposed: bool = False,
+                  output_padding: PerAxis = 0, bias: Any = None) -> SpectralNormBound: ...
+def singular_values(layer: Layer, input_size: InputSize, k: int | None = None, *, tolerance: float | None = None,
+                  max_iterations: int | None = None, seed: int = 2019, stride: PerAxis = 1, padding: Padding = 0, dilation: PerAxis = 1,
+                  groups: int = 1, padding_mode: PaddingMode = "zeros", transposed: bool = False,
+                  output_padding: PerAxis = 0, bias: Any = None) -> np.ndarray: ...
 
 def max_dense_bytes() -> int | None: ...
 def set_max_dense_bytes(limit: int | None) -> int | None: ...

@@ -47,6 +47,8 @@ print("unfold:", columns.shape, "fold:", convmat.fold(conv, (7, 9), columns).sha
 sigma = convmat.singular_values(conv, (7, 9), k=3)
 norm = convmat.spectral_norm(conv, (7, 9))
 print("singular values:", np.round(sigma, 3), "spectral norm:", round(float(norm), 3), norm.converged)
+bound = convmat.spectral_norm_bound(conv, (7, 9))  # certified: lower <= ||T|| <= upper, by the FFT
+print("bound:", round(bound.lower, 3), "<= ||T|| <=", round(bound.upper, 3))
 
 # The memory guard: a dense T over the limit is a MemoryError that says what to do instead.
 with convmat.dense_bytes_limit(10_000):

@@ -80,7 +80,9 @@ def test_the_binding_never_reads_past_the_weights():
     shape = _convmat.LayerShape(transposed=False, in_channels=3, out_channels=4, groups=1, input_size=[7, 9],
                                 kernel_size=[3, 3], stride=[1, 1], dilation=[1, 1], padding="explicit",
                                 padding_begin=[0, 0], padding_end=[0, 0], output_padding=[0, 0], padding_mode="zeros")
-    for build in (_convmat.dense, _convmat.csr, _convmat.Operator, _convmat.singular_values):
+    for build in (_convmat.dense, _convmat.csr, _convmat.Operator,
+                  lambda shape, weight: _convmat.singular_values(shape, weight, 0, 0.0, 0, 2019),
+                  lambda shape, weight: _convmat.spectral_norm_bound(shape, weight, 0.0, 0, 2019)):
         with pytest.raises(ValueError, match=r"weight has 10 elements .* but the layer needs 108"):
             build(shape, np.ones(10, np.float32))
     with pytest.raises(ValueError, match=r"must be C-contiguous"):
@@ -127,6 +129,10 @@ def test_bad_format_and_arguments(conv):
         convmat.row_blocks(conv, (7, 9), rows=0)
     with pytest.raises(ValueError, match=r"k must be a positive int or None, not 0"):
         convmat.singular_values(conv, (7, 9), k=0)
+    with pytest.raises(ValueError, match=r"max_iterations must be a non-negative int or None, not -1"):
+        convmat.spectral_norm(conv, (7, 9), max_iterations=-1)
+    with pytest.raises(RuntimeError, match=r"did not converge in .* raise SpectralNormOptions::max_iterations"):
+        convmat.singular_values(conv, (7, 9), k=3, max_iterations=2, tolerance=1e-15)
     with pytest.raises(ValueError, match=r"x has shape \(3, 7, 8\) \(168 values\), .* takes one sample of shape "
                                          r"\(3, 7, 9\) \(189 values\)"):
         convmat.unfold(conv, (7, 9), np.ones((3, 7, 8), np.float32))

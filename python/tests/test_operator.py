@@ -70,9 +70,14 @@ def test_spectra_are_the_svd_of_T(factory, size, seed):
     values = convmat.singular_values(layer, size)
     assert values.dtype == np.float64 and len(values) == len(sigma)
     assert np.abs(values - sigma).max() <= 1e-10 * sigma[0]
-    assert np.array_equal(convmat.singular_values(layer, size, k=2), values[:2])
-    norm = convmat.spectral_norm(layer, size, max_iterations=20000)
-    assert norm.converged and abs(float(norm) - sigma[0]) <= 1e-6 * sigma[0], norm
+    assert np.abs(convmat.singular_values(layer, size, k=2) - values[:2]).max() <= 1e-9 * sigma[0]
+    norm = convmat.spectral_norm(layer, size)
+    assert norm.converged and norm.residual <= 1e-10 and abs(float(norm) - sigma[0]) <= 1e-9 * sigma[0], norm
+    bound = convmat.spectral_norm_bound(layer, size)
+    assert bound.lower <= sigma[0] * (1 + 1e-12) and bound.upper >= sigma[0] * (1 - 1e-12), (bound, sigma[0])
+    k = min(3, len(sigma))
+    top = convmat.singular_values(layer, size, k, tolerance=1e-12)
+    assert top.dtype == np.float64 and np.abs(top - sigma[:k]).max() <= 1e-9 * sigma[0]
 
 
 def test_singular_values_of_a_circulant_layer_by_fft(seed):

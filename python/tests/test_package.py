@@ -8,7 +8,7 @@ import pathlib
 import convmat
 
 CONTRACT = ["matrix", "bias", "affine", "info", "row_blocks", "unfold", "fold", "weight_jacobian", "operator",
-            "spectral_norm", "singular_values"]
+            "spectral_norm", "spectral_norm_bound", "singular_values"]
 STUB = pathlib.Path(convmat.__file__).with_name("__init__.pyi")
 
 
