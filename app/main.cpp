@@ -53,7 +53,7 @@ using Sparse = convmat::SparseMatrix<Scalar, std::int64_t>;
 /// Everything the command line says, as typed.
 struct Options {
   std::string weights, output, bias, bias_out;
-  std::string input_size, kernel_size, stride = "1", padding = "0", dilation = "1", output_padding = "0";
+  std::string input_size, kernel_size, stride = "1", padding = "0", padding_end, dilation = "1", output_padding = "0";
   std::string padding_mode = "zeros", max_bytes;
   Index groups = 1;
   std::optional<Index> in_channels, out_channels;
@@ -195,7 +195,12 @@ struct Layer {
     if (transposed) {
       os << "ConvTranspose" << Rank << "d(" << tconv.in_channels << ", " << tconv.out_channels
          << ", kernel_size=" << tuple(tconv.kernel_size) << ", stride=" << tuple(tconv.stride);
-      if (tconv.padding != zeros) os << ", padding=" << tuple(tconv.padding);
+      if (padding_text == "same_upper" || padding_text == "same_lower")
+        os << ", padding='" << padding_text << "' " << tuple(tconv.pad_begin()) << "/" << tuple(tconv.pad_end());
+      else if (tconv.padding_end && *tconv.padding_end != tconv.padding)
+        os << ", padding=" << tuple(tconv.padding) << ", padding_end=" << tuple(*tconv.padding_end);
+      else if (tconv.padding != zeros)
+        os << ", padding=" << tuple(tconv.padding);
       if (tconv.output_padding != zeros) os << ", output_padding=" << tuple(tconv.output_padding);
       if (tconv.dilation != ones) os << ", dilation=" << tuple(tconv.dilation);
       if (tconv.groups != 1) os << ", groups=" << tconv.groups;
@@ -204,6 +209,10 @@ struct Layer {
          << ", kernel_size=" << tuple(conv.kernel_size) << ", stride=" << tuple(conv.stride);
       if (padding_text == "same" || padding_text == "valid" || padding_text == "full")
         os << ", padding='" << padding_text << "'";
+      else if (padding_text == "same_upper" || padding_text == "same_lower")
+        os << ", padding='" << padding_text << "' " << tuple(conv.pad_begin()) << "/" << tuple(conv.pad_end());
+      else if (conv.padding_end && *conv.padding_end != conv.padding)
+        os << ", padding=" << tuple(conv.padding) << ", padding_end=" << tuple(*conv.padding_end);
       else if (conv.padding != zeros)
         os << ", padding=" << tuple(conv.padding);
       if (conv.dilation != ones) os << ", dilation=" << tuple(conv.dilation);
@@ -229,6 +238,23 @@ std::array<Index, Rank> per_axis(const std::string& text, const char* flag, cons
                     std::to_string(Rank) + "-D layer: give 1 or " + std::to_string(Rank) + " values");
   }
   return out;
+}
+
+/// Sets the padding --padding and --padding-end describe on a spec with
+/// set_padding(begin, end) and set_padding_same(SamePadding) (ConvSpec,
+/// ConvTransposeSpec); --padding's PyTorch names are handled by the caller.
+template <int Rank, class Spec>
+void set_padding(Spec& spec, const Options& o, const NpyArray& weights) {
+  if (o.padding == "same_upper" || o.padding == "same_lower") {
+    if (!o.padding_end.empty())
+      throw cli_error("--padding-end " + o.padding_end + " goes with numbers in --padding, not --padding " + o.padding);
+    spec.set_padding_same(o.padding == "same_upper" ? convmat::SamePadding::upper : convmat::SamePadding::lower);
+  } else if (!o.padding_end.empty()) {
+    spec.set_padding(per_axis<Rank>(o.padding, "--padding", weights),
+                     per_axis<Rank>(o.padding_end, "--padding-end", weights));
+  } else {
+    spec.padding = per_axis<Rank>(o.padding, "--padding", weights);
+  }
 }
 
 /// The layer that the flags and the weights' shape describe together, or
@@ -278,9 +304,9 @@ Layer<Rank> make_layer(const Options& o, const convmat::npy::Array& weights) {
       throw cli_error("--padding " + o.padding +
                       " is for convolutions; a transposed convolution takes numbers "
                       "(as torch.nn.ConvTranspose" +
-                      std::to_string(Rank) + "d)");
-    s.padding = per_axis<Rank>(o.padding, "--padding", weights);
+                      std::to_string(Rank) + "d) or same_upper / same_lower (ONNX's auto_pad)");
     s.output_padding = per_axis<Rank>(o.output_padding, "--output-padding", weights);
+    set_padding<Rank>(s, o, weights);
     if (o.padding_mode != "zeros")
       throw cli_error("--padding-mode " + o.padding_mode +
                       ": a transposed convolution pads with zeros only "
@@ -299,6 +325,8 @@ Layer<Rank> make_layer(const Options& o, const convmat::npy::Array& weights) {
     s.padding_mode = convmat::padding_mode_from_string(o.padding_mode);
     if (per_axis<Rank>(o.output_padding, "--output-padding", weights) != convmat::detail::filled<Rank>(0))
       throw cli_error("--output-padding " + o.output_padding + " is for transposed convolutions; add --transposed");
+    if ((o.padding == "same" || o.padding == "valid" || o.padding == "full") && !o.padding_end.empty())
+      throw cli_error("--padding-end " + o.padding_end + " goes with numbers in --padding, not --padding " + o.padding);
     if (o.padding == "same")
       s.set_padding_same();
     else if (o.padding == "valid")
@@ -306,7 +334,7 @@ Layer<Rank> make_layer(const Options& o, const convmat::npy::Array& weights) {
     else if (o.padding == "full")
       s.set_padding_full();
     else
-      s.padding = per_axis<Rank>(o.padding, "--padding", weights);
+      set_padding<Rank>(s, o, weights);
     s.validate();
   }
   return layer;
@@ -796,7 +824,12 @@ int main(int argc, char** argv) {
   app.add_option("--kernel-size", o.kernel_size, "Checked against the weights' shape, like 3 or 3,3 (optional)");
   app.add_option("--stride", o.stride, "Like 2 or 2,1 (default 1)");
   app.add_option("--padding", o.padding,
-                 "Numbers like 1 or 1,0; or same, valid (as PyTorch), or full (every overlap) (default 0)");
+                 "Numbers like 1 or 1,0; same, valid (as PyTorch), full (every overlap); or same_upper, "
+                 "same_lower (ONNX's auto_pad, TensorFlow's 'SAME': output ceil(input / stride), any stride) "
+                 "(default 0)");
+  app.add_option("--padding-end", o.padding_end,
+                 "Padding on the high side, like 2 or 2,1, when it differs: --padding is then the low side "
+                 "(ONNX's pads)");
   app.add_option("--dilation", o.dilation, "Like 2 or 2,1 (default 1)");
   app.add_option("--groups", o.groups, "Channel groups (default 1)");
   app.add_option("--padding-mode", o.padding_mode, "zeros, reflect, replicate or circular (default zeros)");

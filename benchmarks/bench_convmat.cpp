@@ -4,6 +4,7 @@
 // convmat's rows and the physical limits they are measured against: the
 // time to allocate and zero-fill (or write) the same bytes in fresh memory.
 // Names: "<who>/<what>/<argument>"; scripts/bench.sh turns them into ratios.
+// Rows named *_b32 take a batch of 32 samples, *_2threads run on 2 threads.
 #include <benchmark/benchmark.h>
 #include <convmat/convmat.hpp>
 
@@ -186,6 +187,60 @@ void convolve_batch(benchmark::State& state) {
   }
 }
 
+// ---- the matrix-free operator: issue 15 ------------------------------------
+
+/// The multiply-adds of the layer on `batch` samples, as GFLOP/s.
+benchmark::Counter layer_rate(const convmat::Conv2dSpec& spec, int batch) {
+  return benchmark::Counter(2.0 * static_cast<double>(spec.output_numel()) *
+                                static_cast<double>(spec.weight_numel() / spec.out_channels) * batch,
+                            benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
+/// `op * X` (or `op.transpose() * Y`, the transposed layer) with
+/// unfold_layer(range(0)) on `batch` samples: one vector for batch 1, a
+/// matrix (a column per sample) otherwise; the result is a fresh vector or
+/// matrix each time, as libtorch's.
+void operator_product(benchmark::State& state, bool transposed, int batch, int threads) {
+  bench::set_threads(threads);
+  const auto spec = bench::unfold_layer(static_cast<int>(state.range(0)));
+  const Eigen::VectorXf w = weights(spec);
+  const auto op = convmat::make_operator(spec, w);
+  const Index rows = transposed ? spec.output_numel() : spec.input_numel();
+  const ColMatrix x = ColMatrix::Random(rows, batch);
+  const Eigen::VectorXf x1 = x.col(0);
+  for (auto _ : state) {
+    if (batch == 1) {
+      Eigen::VectorXf y = transposed ? Eigen::VectorXf(op.transpose() * x1) : Eigen::VectorXf(op * x1);
+      benchmark::DoNotOptimize(y.data());
+    } else if (transposed) {
+      ColMatrix y = op.transpose() * x;
+      benchmark::DoNotOptimize(y.data());
+    } else {
+      ColMatrix y = op * x;
+      benchmark::DoNotOptimize(y.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = layer_rate(spec, batch);
+}
+
+/// The limit of unfold + GEMM: the GEMM alone, W (out x in * kernel) times
+/// the unfold matrix, already built, of one sample, into a kept output.
+void gemm_limit(benchmark::State& state) {
+  bench::set_threads(1);
+  const auto spec = bench::unfold_layer(static_cast<int>(state.range(0)));
+  const Eigen::VectorXf w = weights(spec);
+  const Eigen::Map<const Matrix> w_matrix(w.data(), spec.out_channels, spec.weight_numel() / spec.out_channels);
+  const Matrix columns = convmat::unfold(spec, Eigen::VectorXf::Random(spec.input_numel()));
+  Matrix y(spec.out_channels, columns.cols());
+  for (auto _ : state) {
+    y.noalias() = w_matrix * columns;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = layer_rate(spec, 1);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int size : bench::plot_sizes) b->Arg(size);
 }
@@ -204,6 +259,16 @@ BENCHMARK_CAPTURE(convolve_unfold, 2, 2)->Name("convmat/convolve_unfold_2threads
 BENCHMARK(sparse_times_batch)->Name("convmat/sparse_times_batch")->Unit(benchmark::kMillisecond);
 BENCHMARK(sparse_times_batch_rowmajor)->Name("convmat/sparse_times_batch_rowmajor")->Unit(benchmark::kMillisecond);
 BENCHMARK(convolve_batch)->Name("convmat/convolve_batch")->Unit(benchmark::kMillisecond)->Iterations(1);
+
+BENCHMARK(gemm_limit)->Name("limit/gemm")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(operator_product, 1, false, 1, 1)->Name("convmat/operator")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(operator_product, 2, false, bench::batch, 1)->Name("convmat/operator_b32")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(operator_product, 3, true, 1, 1)->Name("convmat/operator_transpose")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(operator_product, 4, true, bench::batch, 1)->Name("convmat/operator_transpose_b32")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(operator_product, 5, false, 1, 2)->Name("convmat/operator_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(operator_product, 6, false, bench::batch, 2)->Name("convmat/operator_b32_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(operator_product, 7, true, 1, 2)->Name("convmat/operator_transpose_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(operator_product, 8, true, bench::batch, 2)->Name("convmat/operator_transpose_b32_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- peak memory rows --------------------------------------------------------
 

@@ -1,9 +1,10 @@
 // convmat — the matrix of a convolution layer.
 // SPDX-License-Identifier: MIT
 //
-// libtorch on the same shapes (single-threaded): the identity trick for the
-// matrix (conv2d on an identity batch, then transpose), F.unfold (im2col)
-// and conv2d. Built only when find_package(Torch) succeeds.
+// libtorch on the same shapes (single-threaded unless a row says 2
+// threads): the identity trick for the matrix (conv2d on an identity
+// batch, then transpose), F.unfold (im2col), conv2d and conv_transpose2d.
+// Built only when find_package(Torch) succeeds.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
@@ -79,6 +80,27 @@ void torch_conv2d_batch(benchmark::State& state) {
   }
 }
 
+/// conv2d (or conv_transpose2d, the transposed layer: the same weights,
+/// input of the layer's output shape) with unfold_layer(range(0)) on
+/// `batch` samples, on `threads` threads.
+void torch_layer(benchmark::State& state, bool transposed, int batch, int threads) {
+  at::set_num_threads(threads);
+  const auto spec = bench::unfold_layer(static_cast<int>(state.range(0)));
+  const at::Tensor w = weights(spec);
+  const at::Tensor x = transposed ? at::randn(shape(batch, spec.out_channels, spec.output_size()))
+                                  : at::randn(shape(batch, spec.in_channels, spec.input_size));
+  for (auto _ : state) {
+    at::Tensor y = transposed ? at::conv_transpose2d(x, w, {}, 1, {spec.padding[0], spec.padding[1]})
+                              : at::conv2d(x, w, {}, 1, {spec.padding[0], spec.padding[1]});
+    benchmark::DoNotOptimize(y.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * static_cast<double>(spec.output_numel()) * static_cast<double>(spec.weight_numel() / spec.out_channels) *
+          batch,
+      benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int size : bench::plot_sizes) b->Arg(size);
 }
@@ -87,6 +109,14 @@ BENCHMARK(torch_identity_trick)->Name("torch/identity_trick")->Apply(sizes)->Uni
 BENCHMARK(torch_unfold)->Name("torch/unfold")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 BENCHMARK(torch_conv2d)->Name("torch/conv2d")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 BENCHMARK(torch_conv2d_batch)->Name("torch/conv2d_batch")->Unit(benchmark::kMillisecond);
+
+BENCHMARK_CAPTURE(torch_layer, 1, false, bench::batch, 1)->Name("torch/conv2d_b32")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(torch_layer, 2, true, 1, 1)->Name("torch/conv_transpose2d")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(torch_layer, 3, true, bench::batch, 1)->Name("torch/conv_transpose2d_b32")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(torch_layer, 4, false, 1, 2)->Name("torch/conv2d_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(torch_layer, 5, false, bench::batch, 2)->Name("torch/conv2d_b32_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(torch_layer, 6, true, 1, 2)->Name("torch/conv_transpose2d_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(torch_layer, 7, true, bench::batch, 2)->Name("torch/conv_transpose2d_b32_2threads")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 const bench::RegisterMemoryRow memory[] = {
     {"torch/identity_trick", [] {

@@ -17,12 +17,15 @@ int main() {
   for (Eigen::Index i = 0; i < w.size(); ++i) w(i) = 0.1 * std::sin(1.0 + i);
 
   const Eigen::VectorXd sigma = convmat::singular_values(spec, w);  // all 2048, exactly, by FFT
-  convmat::SpectralNormOptions options;
-  options.max_iterations = 5000;  // sigma_2 / sigma_1 = 0.997 here: power iteration is slow
-  const auto norm = convmat::spectral_norm(spec, w, options);  // the largest, by power iteration
+  const auto norm = convmat::spectral_norm(spec, w);  // the largest, by Lanczos on the operator
+  const Eigen::VectorXd top = convmat::singular_values(spec, w, 4);  // the 4 largest
+  const auto bound = convmat::spectral_norm_bound(spec, w);          // lower <= ||T|| <= upper, certified
   std::printf("singular values: %ld, largest %.6f, smallest %.6f\n", long(sigma.size()), sigma(0),
               sigma(sigma.size() - 1));
-  std::printf("spectral_norm:   %.6f (converged: %s)\n", norm.value, norm.converged ? "yes" : "no");
+  std::printf("spectral_norm:   %.6f (converged: %s, residual below 1e-10: %s)\n", norm.value,
+              norm.converged ? "yes" : "no", norm.residual < 1e-10 ? "yes" : "no");
+  std::printf("4 largest:       %.6f %.6f %.6f %.6f\n", top(0), top(1), top(2), top(3));
+  std::printf("bound:           %.6f <= ||T|| <= %.6f\n", bound.lower, bound.upper);
 
   // argmin |T x - b|^2 + 0.01 |x|^2 by LSCG on the stacked operator [T; 0.1 I].
   const auto op = convmat::make_operator(spec, w);

@@ -1,38 +1,43 @@
 // convmat — the matrix of a convolution layer.
 // SPDX-License-Identifier: MIT
 //
-// convmat-onnx: a CNN in ONNX to its fully-connected form. A chain of
-// linear layers between two ReLUs (Conv, ConvTranspose, BatchNormalization,
-// AveragePool, Pad, Flatten/Reshape, Gemm, MatMul, Add) is one affine map,
-// built with convmat's layer matrices and composed; the network becomes
-// Gemm, Relu, Gemm, Relu, ..., Gemm. This part is optional: it needs
-// protobuf and Debian's libonnx-dev, which the header-only core never does.
+// convmat-onnx: a CNN in ONNX to its fully-connected form, an ONNX model of
+// Gemm and Relu nodes only (or one Matrix Market file per layer). Every
+// tensor computed from the input is an affine map of the outputs of the
+// ReLU layers before it; linear operators compose onto those maps with
+// convmat's layer matrices, piecewise-linear ones (Relu, MaxPool, Clip,
+// PRelu, ...) add ReLU units, and values that must cross a ReLU layer
+// unchanged are carried through it. The job has three steps, each callable
+// and testable alone:
+//
+//     bytes --parse_model / load_model--> onnx::ModelProto
+//           --read_graph--> Graph         (step 1: read; graph.hpp)
+//           --lower-->      Network       (step 2: one function per operator)
+//           --to_onnx / write_onnx / matrix_market--> the output (step 3)
+//
+// Every step throws conversion_error (the model cannot be taken; the
+// message names the node, the operator, the attribute and why) or
+// convmat::memory_limit_error (what it would build exceeds
+// convmat::max_dense_bytes(); the message names the node and the sizes),
+// and std::bad_alloc when memory runs out all the same. This part is
+// optional: it needs protobuf and Debian's libonnx-dev, which the
+// header-only core never does.
 #pragma once
 
 #include <convmat/layers.hpp>
 
+#include <cstddef>
 #include <cstdint>
-#include <iosfwd>
-#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
-namespace onnx {
-class ModelProto;
-}
+#include "graph.hpp"
 
 namespace convmat::mlp {
 
 /// The sparse matrix type the converter composes in (double precision).
 using Matrix = SparseMatrix<double, int>;
-
-/// A model the converter cannot take: an unsupported node (named with its
-/// position), an attribute it does not implement, a graph that is not a
-/// chain of layers. The message says which and why.
-class conversion_error : public std::runtime_error {
- public:
-  explicit conversion_error(const std::string& message) : std::runtime_error(message) {}
-};
 
 /// One layer of the fully-connected form: y = matrix * x + bias, then a
 /// ReLU if `relu`.
@@ -51,26 +56,78 @@ struct Network {
 
   /// The network applied to a batch (one column per sample), in double.
   Eigen::MatrixXd operator()(const Eigen::MatrixXd& x) const;
+  /// Structural non-zeros over every layer's matrix.
+  std::size_t nonzeros() const;
+  /// Bytes of the weights written dense in float32 (matrices and biases).
+  std::size_t dense_bytes() const;
 };
 
-/// The ONNX operators from_onnx() takes.
-inline constexpr const char* supported_operators =
-    "Conv, ConvTranspose, BatchNormalization, Relu, AveragePool, Pad, Flatten, Reshape, Gemm, MatMul, Add, "
-    "Identity, Dropout; and constant subgraphs (Constant, ConstantOfShape, Concat, Reshape, Slice, Transpose, "
-    "Cast, Unsqueeze)";
+/// An operator that lower() takes, and how it becomes Gemm + Relu.
+struct OperatorInfo {
+  std::string_view name;
+  std::string_view lowering;
+};
 
-/// The fully-connected form of an ONNX model with one input and one output.
-Network from_onnx(const onnx::ModelProto& model);
+/// The operators lower() takes, by name: the converter's own table.
+const std::vector<OperatorInfo>& supported_operators();
 
-/// The model in a file, parsed, or conversion_error naming the file.
+/// Their names, comma-separated, for messages and --help.
+std::string supported_operator_names();
+
+// ---- step 0: bytes ---------------------------------------------------------
+
+/// The model in `data` (ONNX protobuf bytes), or conversion_error. Tensors
+/// it keeps in external data stay there (read_graph refuses them): use
+/// load_model for those.
+onnx::ModelProto parse_model(const void* data, std::size_t size);
+
+/// The model in the file `path`, with any external data read from the files
+/// beside it (ONNX's convention for models over 2 GiB), or conversion_error
+/// naming the file.
 onnx::ModelProto load_model(const std::string& path);
 
+// ---- step 2: lower ---------------------------------------------------------
+
+/// The fully-connected form of a graph read by read_graph (step 2).
+Network lower(const Graph& graph);
+
+/// read_graph then lower: the fully-connected form of an ONNX model with
+/// one input and one output.
+Network from_onnx(const onnx::ModelProto& model);
+
+// ---- step 3: write ---------------------------------------------------------
+
 /// An ONNX model (opset 13) of Gemm and Relu nodes only, float32, computing
-/// `network`: input (N, input numel), output (N, output numel).
+/// `network`: input (N, input numel), output (N, output numel), every
+/// weight embedded. conversion_error if the weights exceed what one
+/// protobuf message holds (use write_onnx, which moves them to external
+/// data); memory_limit_error if they exceed max_dense_bytes().
 onnx::ModelProto to_onnx(const Network& network);
 
 /// Serializes `model` to `path`, or conversion_error.
 void save_model(const onnx::ModelProto& model, const std::string& path);
+
+/// Where write_onnx puts the weights.
+struct WriteOptions {
+  enum class ExternalData { automatic, always, never };
+  /// automatic: in `path` + ".data" (ONNX's external data, which onnx.load
+  /// and ONNX Runtime read back) when they exceed `embed_limit`.
+  ExternalData external_data = ExternalData::automatic;
+  /// The most weight bytes embedded in the .onnx file itself: protobuf's
+  /// 2 GiB limit, less room for the graph.
+  std::size_t embed_limit = (std::size_t{2} << 30) - (std::size_t{64} << 20);
+};
+
+/// What write_onnx wrote.
+struct WriteReport {
+  std::size_t model_bytes = 0, weight_bytes = 0;
+  std::string external_data;  ///< the data file's path, or empty
+};
+
+/// Writes the fully-connected form to `path` as to_onnx would, streaming
+/// each layer's dense float32 rows (bounded memory) into `path` + ".data"
+/// when the options say so, or conversion_error.
+WriteReport write_onnx(const Network& network, const std::string& path, const WriteOptions& options = {});
 
 /// Layer `index` as a Matrix Market file (coordinate real general): the
 /// augmented matrix [T b], rows x (cols + 1), bias in the last column.

@@ -4,9 +4,17 @@
 // convmat-onnx in.onnx out.onnx            the fully-connected form (Gemm + Relu)
 // convmat-onnx --sparse in.onnx PREFIX     one Matrix Market file per layer,
 //                                          PREFIX.layerK.mtx, sizes shown first
+// convmat-onnx --list-operators            what it takes, and how each is lowered
+//
+// main parses the options and dispatches; reading, lowering and writing
+// are the library's three steps (convert.hpp). Exit status: 0 done, 1 the
+// model cannot be converted or written, 2 bad usage.
+#include <charconv>
 #include <cstring>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,74 +24,150 @@
 
 namespace {
 
-int usage() {
-  std::cerr << "usage: convmat-onnx [--sparse] in.onnx out\n"
-               "  Writes the fully-connected form of a CNN: an ONNX model of Gemm and Relu nodes\n"
-               "  (input and output flattened per sample), or with --sparse one Matrix Market\n"
-               "  file per layer, out.layerK.mtx, holding [T b].\n"
-               "  Takes: "
-            << convmat::mlp::supported_operators << "\n";
-  return 2;
+namespace mlp = convmat::mlp;
+
+struct Options {
+  bool help = false, sparse = false, external_data = false, list_operators = false;
+  std::optional<std::size_t> max_bytes;
+  std::string input, output;
+};
+
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void usage(std::ostream& os) {
+  os << "usage: convmat-onnx [--sparse] [--external-data] [--max-bytes SIZE] in.onnx out\n"
+        "       convmat-onnx --list-operators\n"
+        "  Writes the fully-connected form of a CNN: an ONNX model of Gemm and Relu nodes\n"
+        "  (input and output flattened per sample; weights past 2 GiB, or all with\n"
+        "  --external-data, in the file out + \".data\" beside it: ONNX's external data), or with --sparse\n"
+        "  one Matrix Market file per layer, out.layerK.mtx, holding [T b].\n"
+        "  --max-bytes SIZE  the most memory one composed map may take, like 8G (default:\n"
+        "                    half of this machine's memory)\n"
+        "  Takes: "
+     << mlp::supported_operator_names() << "\n";
+}
+
+/// "8G", "512M", "1000000" -> bytes.
+std::size_t parse_bytes(const std::string& text) {
+  std::size_t number = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, number);
+  const std::string suffix(ptr, end);
+  int shift = -1;
+  if (suffix.empty() || suffix == "B") shift = 0;
+  for (int i = 0; i < 4; ++i) {
+    const std::string unit(1, "KMGT"[i]);
+    if (suffix == unit || suffix == unit + "B" || suffix == unit + "iB") shift = 10 * (i + 1);
+  }
+  if (ec != std::errc() || ptr == text.data() || shift < 0 || (shift && number > (SIZE_MAX >> shift)))
+    throw usage_error("--max-bytes takes a size like 8G, 512M or 1000000; got '" + text + "'");
+  return number << shift;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  std::vector<std::string> paths;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--sparse") o.sparse = true;
+    else if (arg == "--external-data") o.external_data = true;
+    else if (arg == "--list-operators") o.list_operators = true;
+    else if (arg == "--max-bytes" && i + 1 < argc) o.max_bytes = parse_bytes(argv[++i]);
+    else if (arg == "--help" || arg == "-h") o.help = true;
+    else if (arg.rfind("-", 0) == 0) throw usage_error("unknown option '" + arg + "'");
+    else paths.push_back(arg);
+  }
+  if (o.help || o.list_operators) return o;
+  if (paths.size() != 2) throw usage_error("give two paths, the model and where to write its fully-connected form");
+  if (o.sparse && o.external_data) throw usage_error("--external-data is for the ONNX output, not --sparse");
+  o.input = paths[0];
+  o.output = paths[1];
+  return o;
+}
+
+int list_operators() {
+  for (const auto& op : mlp::supported_operators()) std::cout << std::left << std::setw(20) << op.name << op.lowering << "\n";
+  return 0;
+}
+
+/// One line per layer: its Gemm's shape, ReLU, non-zeros and dense bytes.
+void print_layer(const mlp::DenseLayer& layer, std::size_t index) {
+  const auto dense = static_cast<std::size_t>(layer.matrix.rows()) * static_cast<std::size_t>(layer.matrix.cols() + 1) * sizeof(float);
+  std::cout << "  layer " << index << ": Gemm " << layer.matrix.rows() << " x " << layer.matrix.cols()
+            << (layer.relu ? " + Relu" : "       ") << ", " << layer.matrix.nonZeros() << " non-zeros, " << dense
+            << " bytes dense";
+}
+
+/// --sparse: every layer's Matrix Market text sized first, then written.
+void write_sparse(const mlp::Network& network, const std::string& prefix) {
+  std::vector<std::string> files;
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < network.layers.size(); ++i) {
+    files.push_back(mlp::matrix_market(network, i));
+    total += files.back().size();
+  }
+  std::cout << "Matrix Market: " << total << " bytes in " << files.size() << " files (dense float32: "
+            << network.dense_bytes() << " bytes)\n";
+  for (std::size_t i = 0; i < network.layers.size(); ++i) {
+    const std::string path = prefix + ".layer" + std::to_string(i) + ".mtx";
+    print_layer(network.layers[i], i);
+    std::cout << ", " << files[i].size() << " bytes -> " << path << '\n';
+    std::ofstream out(path, std::ios::binary);
+    if (!(out << files[i])) throw mlp::conversion_error("cannot write '" + path + "'");
+  }
+  std::cout << "wrote " << network.layers.size() << " Matrix Market files, " << total << " bytes\n";
+}
+
+void write_dense(const mlp::Network& network, const Options& o) {
+  for (std::size_t i = 0; i < network.layers.size(); ++i) {
+    print_layer(network.layers[i], i);
+    std::cout << '\n';
+  }
+  mlp::WriteOptions options;
+  if (o.external_data) options.external_data = mlp::WriteOptions::ExternalData::always;
+  const auto report = mlp::write_onnx(network, o.output, options);
+  std::cout << "wrote " << o.output << ": input '" << network.input_name << "' (N, "
+            << network.layers.front().matrix.cols() << "), output '" << network.output_name << "' (N, "
+            << network.layers.back().matrix.rows() << "), " << report.weight_bytes << " bytes of weights";
+  if (!report.external_data.empty()) std::cout << " in " << report.external_data << " (ONNX external data)";
+  std::cout << '\n';
+}
+
+int convert(const Options& o) {
+  if (o.max_bytes) convmat::set_max_dense_bytes(*o.max_bytes);
+  const auto network = mlp::from_onnx(mlp::load_model(o.input));
+  std::cout << o.input << ": " << network.layers.size() << " fully-connected layers, " << network.nonzeros()
+            << " non-zeros\n";
+  if (o.sparse)
+    write_sparse(network, o.output);
+  else
+    write_dense(network, o);
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool sparse = false;
-  const char* paths[2] = {nullptr, nullptr};
-  int count = 0;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--sparse") == 0) sparse = true;
-    else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return usage(), 0;
-    else if (count < 2) paths[count++] = argv[i];
-    else return usage();
-  }
-  if (count != 2) return usage();
+  Options options;
   try {
-    const auto network = convmat::mlp::from_onnx(convmat::mlp::load_model(paths[0]));
-    std::size_t nonzeros = 0;
-    for (const auto& layer : network.layers) nonzeros += static_cast<std::size_t>(layer.matrix.nonZeros());
-    std::cout << paths[0] << ": " << network.layers.size() << " fully-connected layers, " << nonzeros
-              << " non-zeros\n";
-    std::vector<std::string> files;  // with --sparse: every layer's text, sized before anything is written
-    std::size_t total = 0, dense_total = 0;
-    for (std::size_t i = 0; sparse && i < network.layers.size(); ++i) {
-      files.push_back(convmat::mlp::matrix_market(network, i));
-      total += files.back().size();
-      const auto& m = network.layers[i].matrix;
-      dense_total += static_cast<std::size_t>(m.rows() * (m.cols() + 1)) * sizeof(float);
-    }
-    if (sparse)
-      std::cout << "Matrix Market: " << total << " bytes in " << files.size() << " files (dense float32: "
-                << dense_total << " bytes)\n";
-    for (std::size_t i = 0; i < network.layers.size(); ++i) {
-      const auto& layer = network.layers[i];
-      const auto dense_bytes = static_cast<std::size_t>(layer.matrix.rows() * (layer.matrix.cols() + 1)) * sizeof(float);
-      std::cout << "  layer " << i << ": Gemm " << layer.matrix.rows() << " x " << layer.matrix.cols()
-                << (layer.relu ? " + Relu" : "       ") << ", " << layer.matrix.nonZeros() << " non-zeros, "
-                << dense_bytes << " bytes dense";
-      if (sparse) {
-        const std::string& text = files[i];
-        const std::string path = std::string(paths[1]) + ".layer" + std::to_string(i) + ".mtx";
-        std::cout << ", " << text.size() << " bytes -> " << path;
-        std::ofstream out(path, std::ios::binary);
-        if (!(out << text)) throw convmat::mlp::conversion_error("cannot write '" + path + "'");
-      } else {
-        total += dense_bytes;
-      }
-      std::cout << '\n';
-    }
-    if (!sparse) {
-      convmat::mlp::save_model(convmat::mlp::to_onnx(network), paths[1]);
-      std::cout << "wrote " << paths[1] << ": input '" << network.input_name << "' (N, "
-                << network.layers.front().matrix.cols() << "), output '" << network.output_name << "' (N, "
-                << network.layers.back().matrix.rows() << "), " << total << " bytes of weights\n";
-    } else {
-      std::cout << "wrote " << network.layers.size() << " Matrix Market files, " << total << " bytes\n";
-    }
+    options = parse(argc, argv);
+  } catch (const usage_error& e) {
+    std::cerr << "convmat-onnx: " << e.what() << "\n";
+    usage(std::cerr);
+    return 2;
+  }
+  if (options.help) {
+    usage(std::cout);
+    return 0;
+  }
+  try {
+    return options.list_operators ? list_operators() : convert(options);
+  } catch (const std::bad_alloc&) {
+    std::cerr << "convmat-onnx: out of memory; --max-bytes lower than the memory, or --sparse, may help\n";
   } catch (const std::exception& e) {
     std::cerr << "convmat-onnx: " << e.what() << '\n';
-    return 1;
   }
-  return 0;
+  return 1;
 }

@@ -116,11 +116,47 @@ ratio_row("batch 32, 64→64, 56×56", "speed of sparse T * X, X row-major, vs l
           "torch/conv2d_batch", "convmat/sparse_times_batch_rowmajor", "report", (">=", 0))
 ratio_row("batch 32, 64→64, 56×56", "speed of convolve (direct) vs libtorch conv2d (its time / ours)",
           "torch/conv2d_batch", "convmat/convolve_batch", "report", (">=", 0))
+# Issue 15: the matrix-free operator's products against libtorch (both on
+# one thread, or both on 2), and against the GEMM alone (the limit of
+# unfold + GEMM: the same multiply-adds with the unfold matrix built).
+outs = [64, 32, 64]
+for i, (layer, out) in enumerate(zip(layers, outs)):
+    for batch, suffix in [("1 sample", ""), ("batch 32", "_b32")]:
+        group = "operator %s → %d, %s" % (layer, out, batch)
+        ratio_row(group, "speed of op * X vs libtorch conv2d (its time / ours)",
+                  "torch/conv2d%s/%d" % (suffix, i), "convmat/operator%s/%d" % (suffix, i), "≥ 0.6×", (">=", 0.6))
+        ratio_row(group, "speed of op.transpose() * Y vs libtorch conv_transpose2d (its time / ours)",
+                  "torch/conv_transpose2d%s/%d" % (suffix, i), "convmat/operator_transpose%s/%d" % (suffix, i),
+                  "≥ 2×", (">=", 2.0))
+        ratio_row(group, "speed of op.transpose() * Y vs libtorch conv2d, the same arithmetic (its time / ours)",
+                  "torch/conv2d%s/%d" % (suffix, i), "convmat/operator_transpose%s/%d" % (suffix, i),
+                  "report", (">=", 0))
+for i, (layer, out) in enumerate(zip(layers, outs)):
+    ratio_row("operator %s → %d, 1 sample" % (layer, out),
+              "speed of op * X vs the GEMM alone, unfold matrix built (its time / ours)",
+              "limit/gemm/%d" % i, "convmat/operator/%d" % i, "report", (">=", 0))
+for i, (layer, out) in enumerate(zip(layers, outs)):
+    for batch, suffix in [("1 sample", ""), ("batch 32", "_b32")]:
+        group = "operator %s → %d, %s, 2 threads" % (layer, out, batch)
+        ratio_row(group, "speed of op * X vs libtorch conv2d, both on 2 threads (its time / ours)",
+                  "torch/conv2d%s_2threads/%d" % (suffix, i), "convmat/operator%s_2threads/%d" % (suffix, i),
+                  "report", (">=", 0))
+        ratio_row(group, "speed of op.transpose() * Y vs libtorch conv_transpose2d, both on 2 threads",
+                  "torch/conv_transpose2d%s_2threads/%d" % (suffix, i),
+                  "convmat/operator_transpose%s_2threads/%d" % (suffix, i), "report", (">=", 0))
+        ratio_row(group, "speed of op.transpose() * Y vs libtorch conv2d, both on 2 threads",
+                  "torch/conv2d%s_2threads/%d" % (suffix, i),
+                  "convmat/operator_transpose%s_2threads/%d" % (suffix, i), "report", (">=", 0))
 for one, two, what in [("convmat/conv_matrix/32", "convmat/conv_matrix_2threads/32", "conv_matrix"),
                        ("convmat/conv_matrix_sparse", "convmat/conv_matrix_sparse_2threads", "conv_matrix_sparse")] + \
         [("convmat/unfold/%d" % i, "convmat/unfold_2threads/%d" % i, "unfold " + layers[i]) for i in range(3)] + \
         [("convmat/convolve_unfold/%d" % i, "convmat/convolve_unfold_2threads/%d" % i,
-          "convolve_unfold " + layers[i]) for i in range(3)]:
+          "convolve_unfold " + layers[i]) for i in range(3)] + \
+        [("convmat/operator%s/%d" % (suffix, i), "convmat/operator%s_2threads/%d" % (suffix, i),
+          "op * X %s, %s" % (layers[i], batch)) for i in range(3) for batch, suffix in [("1 sample", ""), ("batch 32", "_b32")]] + \
+        [("convmat/operator_transpose%s/%d" % (suffix, i), "convmat/operator_transpose%s_2threads/%d" % (suffix, i),
+          "op.transpose() * Y %s, %s" % (layers[i], batch)) for i in range(3)
+         for batch, suffix in [("1 sample", ""), ("batch 32", "_b32")]]:
     ratio_row("OpenMP, 2 threads", "speed-up of " + what, one, two, "report", (">=", 0))
 
 table = ["| layer | ratio | measured | target | met |", "| --- | --- | --- | --- | --- |"]
@@ -155,7 +191,7 @@ with open(os.path.join(root, "docs", "benchmarks.md"), "w") as f:
             "is well below the number of cores. "
             "Peak memory is the growth of the maximum resident set over the resident set before the "
             "operation, one process per row.\n\n" % machine)
-    f.write("## Targets (issue 5)\n\n" + "\n".join(table) + "\n\n")
+    f.write("## Targets (issues 5 and 15)\n\n" + "\n".join(table) + "\n\n")
     f.write("![build time against layer size](build_time.png)\n\n")
     f.write("## Every row\n\n" + "\n".join(all_rows) + "\n\n## Peak memory\n\n" + "\n".join(mem_rows) + "\n")
 

@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-convmat_require $CONVMAT_BASE_PACKAGES libcli11-dev  # CLI11: the convmat command
+# CLI11: the convmat command; pybind11, the Python headers, NumPy, SciPy and
+# PyTorch: the Python module (import convmat).
+convmat_require $CONVMAT_BASE_PACKAGES libcli11-dev python3 python3-dev pybind11-dev python3-numpy python3-scipy \
+  python3-torch
 build=${CONVMAT_BUILD_DIR:-build/demo}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=OFF -DCONVMAT_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build" --target quickstart -j "$(nproc)" >/dev/null
@@ -23,3 +26,9 @@ show "${layer[@]}" --info
 show "${layer[@]}" "${bias[@]}" --check -o "$build/T.npy"
 show "${layer[@]}" "${bias[@]}" --check -o "$build/T.mtx"
 echo; echo "\$ head -7 T.mtx"; head -7 "$build/T.mtx"
+
+# The Python module: a torch layer in, its matrix out (python/examples/tour.py).
+cmake -S . -B "$build" -DCONVMAT_BUILD_PYTHON=ON -DPython_EXECUTABLE=/usr/bin/python3 >/dev/null
+cmake --build "$build" --target convmat_python -j "$(nproc)" >/dev/null
+echo; echo "\$ python3 python/examples/tour.py"
+PYTHONPATH="$build/python" /usr/bin/python3 -W ignore::UserWarning python/examples/tour.py

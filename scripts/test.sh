@@ -12,13 +12,14 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES python3 libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
+packages="$CONVMAT_BASE_PACKAGES python3 python3-dev pybind11-dev python3-pytest libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch python3-onnx python3-torchvision petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
+# (The Python module is built and tested once, in its own stage below.)
 stage "suite and examples (C++17, -Werror)"
 cmake -S . -B "$root/test" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
-  -DCONVMAT_BUILD_EXAMPLES=ON >/dev/null
+  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_BUILD_PYTHON=OFF >/dev/null
 cmake --build "$root/test" -j "$jobs"
 ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
 
@@ -32,13 +33,14 @@ ctest --test-dir "$root/test" --output-on-failure -j "$jobs"
 stage "suite against the single header (single_include/)"
 cmake -S . -B "$root/single-header" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=ON \
   -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_SINGLE_HEADER=ON -DCONVMAT_TEST_CONSUMERS=OFF \
-  -DCONVMAT_BUILD_CLI=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
+  -DCONVMAT_BUILD_CLI=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF -DCONVMAT_BUILD_PYTHON=OFF >/dev/null
 cmake --build "$root/single-header" -j "$jobs"
 ctest --test-dir "$root/single-header" --output-on-failure -j "$jobs"
 
 stage "suite and examples as C++20 (-Werror)"
 cmake -S . -B "$root/cxx20" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=20 -DCONVMAT_BUILD_TESTS=ON \
-  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF >/dev/null
+  -DCONVMAT_BUILD_EXAMPLES=ON -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_ONNX=OFF -DCONVMAT_BUILD_PETSC=OFF \
+  -DCONVMAT_BUILD_PYTHON=OFF >/dev/null
 cmake --build "$root/cxx20" -j "$jobs"
 ctest --test-dir "$root/cxx20" --output-on-failure -j "$jobs"
 
@@ -49,12 +51,36 @@ stage "convmat-onnx: a CNN in ONNX to Gemm + Relu"
 test -x "$root/test/onnx/convmat-onnx" || { echo "convmat-onnx was not built" >&2; exit 1; }
 "$root/test/onnx/convmat-onnx" tests/data/onnx/lenet.onnx "$root/test/lenet_fully_connected.onnx"
 
+# ---- stage: convmat-onnx on torchvision's networks -------------------------
+# ResNet-18, a VGG, MobileNetV2 (random weights, 3x16x16) exported by torch,
+# converted, run as Gemm + Relu (numpy, float32, external data for the
+# ResNet) and as Matrix Market (scipy, float64), compared with torch. Then
+# the ONNX convention models are what tools/make_onnx_conventions.py writes.
+stage "convmat-onnx on torchvision networks (tools/check_onnx_torchvision.py)"
+/usr/bin/python3 tools/check_onnx_torchvision.py --convmat-onnx "$root/test/onnx/convmat-onnx"
+rm -rf "$root/onnx-conventions" && /usr/bin/python3 tools/make_onnx_conventions.py --out "$root/onnx-conventions" >/dev/null
+diff -r "$root/onnx-conventions" tests/data/onnx/conventions ||
+  { echo "tests/data/onnx/conventions differs from tools/make_onnx_conventions.py" >&2; exit 1; }
+
 # ---- stage: the convmat command against PyTorch ------------------------------
 # Its own tests (round trips, bad inputs, the worked example) ran in the
 # suite's ctest; here real torch.nn layers go through numpy.save -> convmat ->
 # numpy.load / scipy.io.mmread and are compared with PyTorch's outputs.
 stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
 /usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
+
+# ---- stage: the Python module ----------------------------------------------
+# import convmat (python/): required here, so missing pybind11 or Python
+# headers fail instead of skipping. Built with -Werror, then ctest runs
+# pytest on /usr/bin/python3 (every layer kind and format against torch,
+# zero copy, errors) and the README's install line into a clean prefix, with
+# the README's examples run from there.
+stage "Python module: import convmat (pytest, install into a clean prefix)"
+cmake -S . -B "$root/python" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_PYTHON=ON -DCONVMAT_BUILD_TESTS=ON \
+  -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_CLI=OFF -DCONVMAT_BUILD_ONNX=OFF \
+  -DCONVMAT_BUILD_PETSC=OFF -DPython_EXECUTABLE=/usr/bin/python3 >/dev/null
+cmake --build "$root/python" -j "$jobs" --target convmat_python
+ctest --test-dir "$root/python" --output-on-failure -R '^python\.'
 
 # ---- stage: PETSc/SLEPc over MPI --------------------------------------------
 # The suite above already built and ran the PETSc examples (CONVMAT_BUILD_PETSC
@@ -92,12 +118,12 @@ cmake --build "$root/bench" -j "$jobs" --target convmat_bench
 # hostile inputs) under AddressSanitizer and UBSan, in their own build.
 stage "suite and tools under AddressSanitizer and UndefinedBehaviorSanitizer (-O1 -g)"
 cmake -S . -B "$root/sanitize" -DCMAKE_BUILD_TYPE=Debug \
-  "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+  "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize-recover=alignment" \
   -DCONVMAT_BUILD_TESTS=ON -DCONVMAT_BUILD_EXAMPLES=OFF -DCONVMAT_TEST_CONSUMERS=OFF -DCONVMAT_BUILD_CLI=ON \
   -DCONVMAT_BUILD_ONNX=ON -DCONVMAT_BUILD_PETSC=OFF >/dev/null
 cmake --build "$root/sanitize" -j "$jobs" --target convmat_tests convmat_no_exceptions convmat_custom_throw \
   convmat_address_space convmat_cli convmat_cli_tests convmat-onnx convmat_onnx_tests
-UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$root/sanitize" --output-on-failure -j "$jobs" \
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$PWD/tests/ubsan.supp" ctest --test-dir "$root/sanitize" --output-on-failure -j "$jobs" \
   -R '^(convmat_tests|reliability\.|cli_|convmat_onnx_|hostile_inputs_table)'
 
 # libFuzzer (clang-14, ASan, UBSan), each target from tests/fuzz/corpus/TARGET;

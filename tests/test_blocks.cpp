@@ -1,6 +1,6 @@
 // The fast paths' building blocks: AxisMap::interior (the run of outputs
 // whose tap reads inside the input, copied as one block by unfold) and
-// convolve_unfold's column blocks, on layers long enough to span many
+// convolve_unfold's panels, on layers long enough to span many
 // blocks, in every padding mode.
 #include <convmat/direct.hpp>
 #include <convmat/unfold.hpp>
@@ -37,46 +37,15 @@ TEST_CASE("AxisMap::interior is exactly the unpadded run of each tap", "[unfold]
   }
 }
 
-namespace {
-
-/// A layer whose output is long in every axis but the last, so that
-/// convolve_unfold runs it in several column blocks.
-template <int Rank>
-convmat::ConvSpec<Rank> long_spec(std::mt19937_64& rng) {
-  for (;;) {
-    convmat::ConvSpec<Rank> s;
-    s.groups = uniform(rng, 1, 2);
-    s.in_channels = s.groups * uniform(rng, 1, 2);
-    s.out_channels = s.groups * uniform(rng, 1, 2);
-    s.padding_mode = static_cast<convmat::PaddingMode>(uniform(rng, 0, 3));
-    for (int d = 0; d < Rank; ++d) {
-      const bool last = d == Rank - 1;
-      s.input_size[d] = last ? uniform(rng, 1, 6) : uniform(rng, Rank == 2 ? 1100 : 50, Rank == 2 ? 2000 : 70);
-      s.kernel_size[d] = uniform(rng, 1, 3);
-      s.stride[d] = uniform(rng, 1, 2);
-      s.dilation[d] = uniform(rng, 1, 2);
-      s.padding[d] = uniform(rng, 0, 2);
-    }
-    try {
-      s.validate();
-      return s;
-    } catch (const convmat::spec_error&) {
-      // rejected: draw again
-    }
-  }
-}
-
-}  // namespace
-
 TEST_CASE("convolve_unfold over many column blocks equals the direct convolution", "[unfold][property]") {
   auto rng = generator("unfold blocks");
   const auto check = [&](auto tag) {
     constexpr int Rank = decltype(tag)::value;
     for (int i = 0; i < 25; ++i) {
-      const auto spec = long_spec<Rank>(rng);
+      const auto spec = random_long_spec<Rank>(rng);
       const auto g = convmat::detail::geometry(spec);
       INFO("case " << i << ": " << describe(spec));
-      REQUIRE(convmat::detail::unfold_outer_count(g) > convmat::detail::convolve_block_outer(g));  // several blocks
+      REQUIRE(convmat::detail::Panels(g.output_spatial, 1, 1).splits > 1);  // several panels per sample
       const auto w = random_vector<double>(rng, spec.weight_numel());
       const auto x = random_matrix<double>(rng, spec.input_numel(), 2);
       REQUIRE(relative_error(convmat::convolve_unfold(spec, w, x), convmat::convolve(spec, w, x)) <= 1e-12);

@@ -269,8 +269,15 @@ std::vector<BadInput> bad_inputs() {
       {"=convmat: TikhonovOperator::rhs: b has 209 x 1 entries, but T has 210 rows"});
   add("spectral_norm with a negative tolerance",
       [&] { convmat::SpectralNormOptions options; options.tolerance = -1; convmat::spectral_norm(layer(), w, options); },
-      {"=convmat: spectral_norm: tolerance must be non-negative and max_iterations positive: tolerance=-1, "
-       "max_iterations=1000"});
+      {"=convmat: spectral_norm: tolerance must be finite and non-negative, and max_iterations, block_size and "
+       "basis_size not negative: tolerance=-1, max_iterations=0, block_size=0, basis_size=0"});
+  add("singular_values with k beyond the matrix",
+      [&] { convmat::singular_values(layer(), w, 211); },
+      {"=convmat: singular_values: k must be between 1 and min(output_numel, input_numel) = 210, not 211"});
+  add("FFT spectra beyond max_dense_bytes",
+      [&] { auto s = layer(); s.padding_mode = convmat::PaddingMode::circular; s.padding = {1, 1};
+            DenseLimit limit(1000); convmat::spectral_norm_bound(s, w); },
+      {"the FFT spectra for the layer's singular values would be", "more than max_dense_bytes() = 1000"});
 
   // ---- the memory guard -------------------------------------------------
   add("dense matrix beyond max_dense_bytes", [&] { DenseLimit limit(10000); convmat::conv_matrix(layer(), w); },
@@ -292,9 +299,9 @@ std::vector<BadInput> bad_inputs() {
   add("unfold matrix beyond max_dense_bytes",
       [] { DenseLimit limit(1000); convmat::unfold(layer(), Eigen::VectorXd::Ones(252)); },
       {"the unfold matrix would be 36 x 35", "use convolve()"});
-  add("convolve_unfold buffer beyond max_dense_bytes",
+  add("convolve_unfold output beyond max_dense_bytes",  // its unfold workspace is bounded, not the guard's
       [&] { DenseLimit limit(1000); convmat::convolve_unfold(layer(), w, Eigen::VectorXd::Ones(252)); },
-      {"the unfold buffer would be 36 x 35"});
+      {"the output would be 210 x 1", "pass fewer samples at a time"});
   add("convolve output beyond max_dense_bytes",
       [&] { DenseLimit limit(1000); convmat::convolve(layer(), w, Eigen::MatrixXd::Ones(252, 2)); },
       {"the output would be 210 x 2", "pass fewer samples at a time"});

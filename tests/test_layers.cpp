@@ -5,13 +5,13 @@
 // sparse forms equal the dense ones; errors name their values.
 #include <convmat/layers.hpp>
 
-#include <fstream>
-#include <map>
-#include <sstream>
+#include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "support/catch.hpp"
+#include "support/layers_golden.hpp"
 #include "support/random.hpp"
 
 using namespace convmat_test;
@@ -20,68 +20,6 @@ using convmat::Index;
 namespace {
 
 using Vector = Eigen::VectorXd;
-
-/// One block of the golden file: `key value...` lines.
-struct GoldenCase {
-  std::string name;
-  std::map<std::string, std::vector<std::string>> fields;
-
-  const std::vector<std::string>& at(const std::string& key) const {
-    const auto it = fields.find(key);
-    if (it == fields.end()) FAIL("golden case " << name << " has no field " << key);
-    return it->second;
-  }
-  std::string text(const std::string& key) const { return at(key).at(0); }
-  Index integer(const std::string& key) const { return std::stoll(at(key).at(0)); }
-  Vector vector(const std::string& key) const {
-    const auto& values = at(key);
-    Vector v(static_cast<Index>(values.size()));
-    for (std::size_t i = 0; i < values.size(); ++i) v(static_cast<Index>(i)) = std::stod(values[i]);
-    return v;
-  }
-  template <int Rank>
-  std::array<Index, Rank> sizes(const std::string& key) const {
-    const auto& values = at(key);
-    REQUIRE(values.size() == static_cast<std::size_t>(Rank));
-    std::array<Index, Rank> a{};
-    for (int d = 0; d < Rank; ++d) a[d] = std::stoll(values[static_cast<std::size_t>(d)]);
-    return a;
-  }
-};
-
-const std::vector<GoldenCase>& golden_cases() {
-  static const std::vector<GoldenCase> cases = [] {
-    const std::string path = std::string(CONVMAT_TEST_DATA_DIR) + "/layers_golden.txt";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot open " + path);
-    std::vector<GoldenCase> result;
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.empty() || line[0] == '#') continue;
-      std::istringstream words(line);
-      std::string key, value;
-      words >> key;
-      if (key == "case") {
-        result.emplace_back();
-        words >> result.back().name;
-        continue;
-      }
-      auto& values = result.back().fields[key];
-      while (words >> value) values.push_back(value);
-    }
-    return result;
-  }();
-  return cases;
-}
-
-/// The golden cases of one kind; fails if there are none.
-std::vector<const GoldenCase*> cases_of(const std::string& kind) {
-  std::vector<const GoldenCase*> found;
-  for (const auto& c : golden_cases())
-    if (c.text("kind") == kind) found.push_back(&c);
-  REQUIRE(!found.empty());
-  return found;
-}
 
 constexpr double tolerance = 1e-12;
 
@@ -364,4 +302,144 @@ TEST_CASE("AvgPoolSpec accepts exactly the layers PyTorch accepts", "[layers][go
   }
   CHECK(accepted > 20);  // both verdicts are well represented
   CHECK(static_cast<Index>(cases.size()) - accepted > 20);
+}
+
+namespace {
+
+/// An ONNX pooling case's spec: pads as given, or from auto_pad (checked
+/// against the pads the generator computed from ONNX's equations).
+template <class Spec>
+void set_onnx_pads(const GoldenCase& c, Spec& spec) {
+  constexpr int Rank = Spec::rank;
+  const auto auto_pad = c.text("auto_pad");
+  if (auto_pad == "SAME_UPPER") {
+    spec.set_padding_same_upper();
+  } else if (auto_pad == "SAME_LOWER") {
+    spec.set_padding_same_lower();
+  } else {
+    spec.set_padding(c.sizes<Rank>("pad_begin"), c.sizes<Rank>("pad_end"));
+  }
+  CHECK(spec.pad_begin() == c.sizes<Rank>("pad_begin"));
+  CHECK(spec.pad_end() == c.sizes<Rank>("pad_end"));
+}
+
+template <int Rank>
+void check_avg_pool_onnx(const GoldenCase& c) {
+  INFO("golden case " << c.name);
+  convmat::AvgPoolSpec<Rank> spec;
+  spec.channels = c.integer("channels");
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.kernel_size = c.sizes<Rank>("kernel_size");
+  spec.stride = c.sizes<Rank>("stride");
+  spec.ceil_mode = c.integer("ceil_mode") != 0;
+  spec.count_include_pad = c.integer("count_include_pad") != 0;
+  spec.pytorch_limits = false;
+  set_onnx_pads(c, spec);
+  check_linear_layer(
+      c, spec, [](const auto& s) { return convmat::avg_pool_matrix<double>(s); },
+      [](const auto& s) { return convmat::avg_pool_matrix_sparse<double>(s); });
+  spec.pytorch_limits = true;  // what PyTorch accepts, it accepts either way
+  bool input_fits = true;  // avg_pool3d's own rule
+  for (int d = 0; d < Rank; ++d) input_fits = input_fits && spec.input_size[d] >= spec.kernel_size[d];
+  if (c.integer("pytorch_limits") && (Rank < 3 || input_fits))
+    CHECK_NOTHROW(spec.validate());
+  else if (!c.integer("pytorch_limits"))
+    CHECK_THROWS_AS(spec.validate(), convmat::spec_error);
+}
+
+template <int Rank>
+void check_max_pool_onnx(const GoldenCase& c) {
+  INFO("golden case " << c.name);
+  convmat::MaxPoolSpec<Rank> spec;
+  spec.channels = c.integer("channels");
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.kernel_size = c.sizes<Rank>("kernel_size");
+  spec.stride = c.sizes<Rank>("stride");
+  spec.dilation = c.sizes<Rank>("dilation");
+  spec.ceil_mode = c.integer("ceil_mode") != 0;
+  spec.pytorch_limits = c.integer("pytorch_limits") != 0;
+  set_onnx_pads(c, spec);
+  REQUIRE(spec.output_size() == c.sizes<Rank>("output_size"));
+  const Vector y = convmat::max_pool(spec, c.vector("input"));
+  CHECK(y == c.vector("output"));  // a maximum is exact
+  // The windows: every output is the largest of the inputs its row marks.
+  const auto windows = convmat::max_pool_windows(spec);
+  REQUIRE(windows.rows() == spec.output_numel());
+  REQUIRE(windows.cols() == spec.input_numel());
+  const Vector x = c.vector("input");
+  for (Index r = 0; r < windows.rows(); ++r) {
+    double best = -std::numeric_limits<double>::infinity();
+    for (convmat::SparseMatrix<double, int>::InnerIterator it(windows, r); it; ++it) {
+      CHECK(it.value() == 1.0);
+      best = std::max(best, x(it.col()));
+    }
+    CHECK(best == y(r));
+  }
+}
+
+template <int Rank>
+struct AvgPoolOnnxCheck {
+  void operator()(const GoldenCase& c) const { check_avg_pool_onnx<Rank>(c); }
+};
+template <int Rank>
+struct MaxPoolOnnxCheck {
+  void operator()(const GoldenCase& c) const { check_max_pool_onnx<Rank>(c); }
+};
+
+}  // namespace
+
+TEST_CASE("average pooling with ONNX's padding (any size, auto_pad) matches PyTorch on the padded input",
+          "[layers][golden]") {
+  const auto cases = cases_of("avg_pool_onnx");
+  CHECK(cases.size() == 30);
+  for (const auto* c : cases) by_rank<AvgPoolOnnxCheck>(*c);
+
+  // Beyond PyTorch's limits a window can lie in the padding: 0 / 0 unless padding counts.
+  convmat::AvgPool1dSpec pool;
+  pool.input_size = {4};
+  pool.kernel_size = {2};
+  pool.padding = {3};
+  pool.count_include_pad = false;
+  pool.pytorch_limits = false;
+  CHECK_THROWS_WITH(pool.validate(), Catch::Matchers::Equals(
+                                         "convmat: pooling window 0 of dimension 0 covers only padding (its average "
+                                         "would be 0 / 0): input_size=(4), kernel_size=(2), stride=(2), "
+                                         "dilation=(1), padding=(3) give output (5)"));
+  pool.count_include_pad = true;
+  const auto t = convmat::avg_pool_matrix(pool);
+  CHECK(t.row(0).isZero());  // (0 + 0) / 2
+  CHECK(t(2, 1) == 0.5);
+  pool.pytorch_limits = true;
+  CHECK_THROWS_WITH(pool.validate(), Catch::Matchers::Contains("padding must be at most half the kernel size"));
+}
+
+TEST_CASE("max pooling matches PyTorch (dilation, ceil_mode, ONNX's padding and auto_pad)", "[layers][golden]") {
+  const auto cases = cases_of("max_pool_onnx");
+  CHECK(cases.size() == 30);
+  Index within_pytorch = 0;
+  for (const auto* c : cases) {
+    within_pytorch += c->integer("pytorch_limits");
+    by_rank<MaxPoolOnnxCheck>(*c);
+  }
+  CHECK(within_pytorch >= 5);
+
+  convmat::MaxPool2dSpec pool;
+  pool.channels = 1;
+  pool.input_size = {3, 3};
+  pool.kernel_size = {2, 2};
+  CHECK(pool.output_size() == std::array<Index, 2>{1, 1});  // stride defaults to the kernel
+  pool.stride = std::array<Index, 2>{1, 1};
+  const Eigen::VectorXd x = Eigen::VectorXd::LinSpaced(9, 1, 9);
+  CHECK(convmat::max_pool(pool, x) == Eigen::Vector4d(5, 6, 8, 9));
+  Eigen::VectorXd with_nan = x;
+  with_nan(0) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(convmat::max_pool(pool, with_nan)(0)));  // as PyTorch
+  pool.dilation = {4, 1};  // window 0 reads rows -1 and 3 of 3
+  pool.padding = {1, 0};
+  CHECK_THROWS_WITH(pool.validate(), Catch::Matchers::Contains("covers only padding (its maximum would be -infinity)"));
+  pool.dilation = {1, 1};
+  pool.padding = {2, 0};
+  CHECK_THROWS_WITH(pool.validate(), Catch::Matchers::Contains("padding must be at most half the kernel size"));
+  CHECK_THROWS_WITH(convmat::max_pool(pool, Eigen::VectorXd::Zero(8)),
+                    Catch::Matchers::Contains("padding=(2, 0)"));
 }

@@ -1,9 +1,12 @@
 // The matrix-free operator: its products equal the dense matrix, its
-// transpose and adjoint on random layers of every kind; its normal and
-// Tikhonov companions are the matrices they claim; and Eigen's iterative
-// solvers take all three and reach the dense solution.
+// transpose and adjoint on random layers of every kind, for one vector and
+// for batches, however the product path cuts them into panels and threads;
+// its normal and Tikhonov companions are the matrices they claim; and
+// Eigen's iterative solvers take all three and reach the dense solution.
 #include <convmat/dense.hpp>
+#include <convmat/direct.hpp>
 #include <convmat/operator.hpp>
+#include <convmat/sparse.hpp>
 
 #include <Eigen/Dense>
 #include <Eigen/IterativeLinearSolvers>
@@ -392,4 +395,218 @@ TEST_CASE("operator products in every assignment form, in place too", "[operator
   check_assignment_forms_of_every_operator<float>("assignment forms (float)", 1e-4);
   check_assignment_forms_of_every_operator<std::complex<double>>("assignment forms (complex)", 1e-12);
   check_assignment_forms_of_every_operator<std::complex<float>>("assignment forms (complex float)", 1e-4);
+}
+
+namespace {
+
+/// op * X, op.transpose() * Y, op.adjoint() * Y and conj(T) X against the
+/// dense `t`, for batches of several sizes: small layers put several
+/// samples side by side in one panel.
+template <class Operator, class Dense>
+void check_batches(std::mt19937_64& rng, const Operator& op, const Dense& t, double tolerance) {
+  using Scalar = typename Operator::Scalar;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  for (const Index batch : {Index{1}, Index{2}, Index{5}, uniform(rng, 6, 40)}) {
+    INFO("batch " << batch);
+    const Matrix x = random_matrix<Scalar>(rng, t.cols(), batch);
+    const Matrix y = random_matrix<Scalar>(rng, t.rows(), batch);
+    const Matrix tx = op * x, tty = op.transpose() * y, thy = op.adjoint() * y;
+    const Matrix cx = op.transpose().adjoint() * x;
+    CHECK(relative_error(tx, t * x) < tolerance);
+    CHECK(relative_error(tty, t.transpose() * y) < tolerance);
+    CHECK(relative_error(thy, t.adjoint() * y) < tolerance);
+    CHECK(relative_error(cx, t.conjugate() * x) < tolerance);
+  }
+}
+
+template <class Scalar>
+void check_batches_of_every_kind(const char* name, double tolerance) {
+  auto rng = generator(name);
+  using Dense = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 40; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<Scalar>(rng, spec.weight_numel());
+      check_batches(rng, convmat::make_operator(spec, w), Dense(convmat::conv_matrix(spec, w)), tolerance);
+    }
+    for (int i = 0; i < 40; ++i) {
+      const auto spec = random_transpose_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<Scalar>(rng, spec.weight_numel());
+      check_batches(rng, convmat::make_operator(spec, w), Dense(convmat::conv_transpose_matrix(spec, w)), tolerance);
+    }
+  });
+}
+
+}  // namespace
+
+TEST_CASE("operator products on batches equal the dense matrix, its transpose and adjoint",
+          "[operator][property][batch]") {
+  check_batches_of_every_kind<double>("operator batches (double)", 1e-12);
+  check_batches_of_every_kind<std::complex<double>>("operator batches (complex)", 1e-12);
+  check_batches_of_every_kind<float>("operator batches (float)", 1e-4);
+  check_batches_of_every_kind<std::complex<float>>("operator batches (complex float)", 1e-4);
+}
+
+TEST_CASE("the product path gives the same products however many threads it is cut for",
+          "[operator][property][threads]") {
+  // Without OpenMP the pieces run one after another, with it in threads:
+  // either way each cut (panels, sample sets, input-channel parts of the
+  // fold) must cover every product exactly once.
+  auto rng = generator("product path threads");
+  using Matrix = Eigen::MatrixXcd;
+  const auto check = [&](const auto& spec, Index batch) {
+    const auto g = convmat::detail::geometry(spec);
+    const auto w = random_vector<std::complex<double>>(rng, spec.weight_numel());
+    const auto t = convmat::conv_matrix_sparse(spec, w);
+    const Matrix x = random_matrix<std::complex<double>>(rng, g.input_numel(), batch);
+    const Matrix y = random_matrix<std::complex<double>>(rng, g.output_numel(), batch);
+    const Matrix x0 = random_matrix<std::complex<double>>(rng, g.input_numel(), batch);
+    const Matrix tx = t * x, tty = t.transpose() * y;
+    for (const Index threads : {1, 2, 3, 5, 8}) {
+      INFO("batch " << batch << ", cut for " << threads << " threads");
+      Matrix product = Matrix::Zero(g.output_numel(), batch);
+      convmat::detail::unfold_multiply(g, w.data(), x.data(), x.rows(), convmat::detail::whole_input(g),
+                                       product.data(), product.rows(), batch, convmat::detail::whole_output(g),
+                                       threads);
+      CHECK(relative_error(product, tx) < 1e-12);
+      Matrix set = x0, added = x0;  // overwritten, added to
+      convmat::detail::multiply_fold(g, w.data(), y.data(), y.rows(), set.data(), set.rows(),
+                                     convmat::detail::whole_input(g), batch, convmat::detail::whole_output(g), true,
+                                     threads);
+      CHECK(relative_error(set, tty) < 1e-12);
+      convmat::detail::multiply_fold(g, w.data(), y.data(), y.rows(), added.data(), added.rows(),
+                                     convmat::detail::whole_input(g), batch, convmat::detail::whole_output(g),
+                                     false, threads);
+      CHECK(relative_error(added, Matrix(x0 + tty)) < 1e-12);
+    }
+  };
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 40; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      check(spec, uniform(rng, 1, 9));
+    }
+    for (int i = 0; i < 3; ++i) {
+      const auto spec = random_long_spec<Rank>(rng);
+      INFO("long case " << i << ": " << describe(spec));
+      check(spec, uniform(rng, 1, 3));
+    }
+  });
+}
+
+TEST_CASE("operator products on long layers (panels that split rows unevenly) equal the reference",
+          "[operator][property][batch]") {
+  auto rng = generator("operator long layers");
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 8; ++i) {
+      const auto spec = random_long_spec<Rank>(rng);
+      const auto g = convmat::detail::geometry(spec);
+      INFO("case " << i << ": " << describe(spec));
+      REQUIRE(convmat::detail::Panels(g.output_spatial, 1, 1).splits > 1);
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      const auto op = convmat::make_operator(spec, w);
+      const Index batch = uniform(rng, 1, 3);
+      const auto x = random_matrix<double>(rng, spec.input_numel(), batch);
+      const auto y = random_matrix<double>(rng, spec.output_numel(), batch);
+      const Eigen::MatrixXd tx = op * x, tty = op.transpose() * y;
+      CHECK(relative_error(tx, convmat::convolve(spec, w, x)) < 1e-12);
+      CHECK(relative_error(tty, Eigen::MatrixXd(convmat::conv_matrix_sparse(spec, w).transpose() * y)) < 1e-12);
+    }
+  });
+}
+
+TEST_CASE("operator products on a layer too big for its dense matrix equal the direct loops", "[operator]") {
+  // 16 -> 16 channels in 2 groups on 64 x 64, 3 x 3, reflect padding: T is
+  // 65536 x 65536, 32 GiB dense.
+  auto rng = generator("operator on a big layer");
+  convmat::Conv2dSpec spec;
+  spec.in_channels = spec.out_channels = 16;
+  spec.groups = 2;
+  spec.input_size = {64, 64};
+  spec.kernel_size = {3, 3};
+  spec.padding = {1, 1};
+  spec.padding_mode = convmat::PaddingMode::reflect;
+  const auto g = convmat::detail::geometry(spec);
+  REQUIRE(static_cast<double>(spec.output_numel()) * static_cast<double>(spec.input_numel()) * 8 >= 32.0 * (1 << 30));
+  const auto w = random_vector<double>(rng, spec.weight_numel());
+  const auto op = convmat::make_operator(spec, w);
+  const auto x = random_matrix<double>(rng, spec.input_numel(), 2);
+  const auto y = random_matrix<double>(rng, spec.output_numel(), 2);
+  const Eigen::MatrixXd tx = op * x, tty = op.adjoint() * y;
+  CHECK(relative_error(tx, convmat::convolve(spec, w, x)) < 1e-12);
+  Eigen::MatrixXd expected(spec.input_numel(), 2);
+  for (Index s = 0; s < 2; ++s) convmat::detail::adjoint(g, w.data(), y.col(s).data(), expected.col(s).data());
+  CHECK(relative_error(tty, expected) < 1e-12);
+}
+
+TEST_CASE("products on a rectangle of T's rows through an input window equal those rows",
+          "[operator][property][petsc]") {
+  // What the PETSc MATSHELL runs on each rank: output channels x positions,
+  // the input held as a window of channels and spatial offsets (its halo).
+  auto rng = generator("rectangle and window");
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 150; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      const auto g = convmat::detail::geometry(spec);
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      const Eigen::MatrixXd t = convmat::conv_matrix(spec, w);
+      convmat::detail::OutputRegion region;
+      region.channel_begin = uniform(rng, 0, g.out_channels - 1);
+      region.channel_end = uniform(rng, region.channel_begin + 1, g.out_channels);
+      region.position_begin = uniform(rng, 0, g.output_spatial - 1);
+      region.position_end = uniform(rng, region.position_begin + 1, g.output_spatial);
+      INFO("case " << i << ": " << describe(spec) << ", channels [" << region.channel_begin << ", "
+                   << region.channel_end << "), positions [" << region.position_begin << ", "
+                   << region.position_end << ")");
+      // The window: the input channels of the region's groups, offsets from
+      // the first to the last the region's positions read.
+      const Index c_begin = g.group_first_input(region.channel_begin);
+      const Index c_end = g.group_first_input(region.channel_end - 1) + g.in_per_group();
+      Index o_begin = g.input_spatial, o_end = 0;
+      std::vector<convmat::detail::Tap> taps;
+      for (Index p = region.position_begin; p < region.position_end; ++p) {
+        g.taps_at(p, taps);
+        for (const auto& tap : taps) o_begin = std::min(o_begin, tap.offset), o_end = std::max(o_end, tap.offset + 1);
+      }
+      o_end = std::max(o_end, o_begin);
+      const convmat::detail::InputWindow window{c_begin, o_end - o_begin, o_begin};
+      const auto halo_index = [&](Index c, Index offset) { return (c - c_begin) * (o_end - o_begin) + offset - o_begin; };
+      // The region's rows of T, in its layout.
+      Eigen::MatrixXd rows(region.channels() * region.positions(), t.cols());
+      for (Index c = region.channel_begin; c < region.channel_end; ++c)
+        for (Index p = region.position_begin; p < region.position_end; ++p)
+          rows.row((c - region.channel_begin) * region.positions() + p - region.position_begin) =
+              t.row(c * g.output_spatial + p);
+
+      const Eigen::VectorXd x = random_vector<double>(rng, t.cols());
+      Eigen::VectorXd halo((c_end - c_begin) * (o_end - o_begin));
+      for (Index c = c_begin; c < c_end; ++c)
+        for (Index offset = o_begin; offset < o_end; ++offset)
+          halo(halo_index(c, offset)) = x(c * g.input_spatial + offset);
+      Eigen::VectorXd product(rows.rows());
+      convmat::detail::unfold_multiply(g, w.data(), halo.data(), 0, window, product.data(), 0, 1, region);
+      CHECK(relative_error(product, rows * x) < 1e-12);
+
+      const Eigen::VectorXd y = random_vector<double>(rng, rows.rows());
+      const Eigen::VectorXd start = random_vector<double>(rng, halo.size());
+      Eigen::VectorXd added = start;
+      convmat::detail::multiply_fold(g, w.data(), y.data(), 0, added.data(), 0, window, 1, region, false);
+      const Eigen::VectorXd expected = rows.transpose() * y;
+      Eigen::VectorXd outside = expected;  // what falls outside the window: nothing
+      Eigen::VectorXd in_window = start;
+      for (Index c = c_begin; c < c_end; ++c)
+        for (Index offset = o_begin; offset < o_end; ++offset) {
+          in_window(halo_index(c, offset)) += expected(c * g.input_spatial + offset);
+          outside(c * g.input_spatial + offset) = 0;
+        }
+      CHECK(relative_error(added, in_window) < 1e-12);
+      CHECK(outside.isZero(0.0));
+    }
+  });
 }

@@ -1,6 +1,6 @@
 // The sparse matrix: equal to the dense one, with exactly the predicted
 // number of non-zeros, in row blocks, for transposed layers, and refusing
-// a StorageIndex too narrow for it.
+// a StorageIndex too narrow for it; the affine form [T b; 0 1] in compressed rows.
 #include <convmat/dense.hpp>
 #include <convmat/size.hpp>
 #include <convmat/sparse.hpp>
@@ -44,7 +44,7 @@ TEST_CASE("conv_matrix_sparse equals conv_matrix with the predicted non-zeros", 
   });
 }
 
-TEST_CASE("sparse row blocks stack to the whole matrix", "[sparse][blocks][property]") {
+TEST_CASE("sparse row blocks stack to the whole matrix, with the predicted non-zeros", "[sparse][blocks][property]") {
   auto rng = generator("sparse row blocks");
   for_ranks([&](auto tag) {
     constexpr int Rank = decltype(tag)::value;
@@ -56,12 +56,17 @@ TEST_CASE("sparse row blocks stack to the whole matrix", "[sparse][blocks][prope
       Index begin = 0;
       while (begin < whole.rows()) {
         const Index end = std::min<Index>(whole.rows(), begin + uniform(rng, 0, 9));
-        const Eigen::MatrixXd block = convmat::conv_matrix_sparse_rows(spec, w, begin, end);
+        const auto sparse_block = convmat::conv_matrix_sparse_rows(spec, w, begin, end);
+        REQUIRE(convmat::conv_matrix_nonzeros(spec, begin, end) == sparse_block.nonZeros());
+        const Eigen::MatrixXd block = sparse_block;
         REQUIRE(block == whole.middleRows(begin, end - begin));
         begin = end;
       }
     }
   });
+  const auto spec = random_spec<2>(rng);
+  REQUIRE_THROWS_AS(convmat::conv_matrix_nonzeros(spec, 0, spec.output_numel() + 1), convmat::spec_error);
+  REQUIRE_THROWS_AS(convmat::conv_matrix_nonzeros(spec, 2, 1), convmat::spec_error);
 }
 
 TEST_CASE("the transposed convolution's sparse matrix", "[sparse][transpose][property]") {
@@ -129,6 +134,36 @@ TEST_CASE("the predicted non-zeros of any row block are exact", "[sparse][blocks
       CHECK(g.nonzeros_between(begin, end) == whole.outerIndexPtr()[end] - whole.outerIndexPtr()[begin]);
     }
   });
+}
+
+TEST_CASE("affine_matrix_sparse equals affine_matrix, bias entries stored", "[sparse][bias][property]") {
+  auto rng = generator("sparse affine");
+  const auto check = [](const auto& spec, const Eigen::VectorXd& w, const Eigen::VectorXd& bias) {
+    const auto s = convmat::affine_matrix_sparse(spec, w, bias);
+    REQUIRE(s.isCompressed());
+    REQUIRE(Eigen::MatrixXd(s) == Eigen::MatrixXd(convmat::affine_matrix(spec, w, bias)));
+    REQUIRE(s.nonZeros() == convmat::conv_matrix_nonzeros(spec) + s.rows());  // a bias per row, and the 1
+  };
+  for_ranks([&](auto tag) {
+    constexpr int Rank = decltype(tag)::value;
+    for (int i = 0; i < 200; ++i) {
+      const auto spec = random_spec<Rank>(rng);
+      INFO("case " << i << ": " << describe(spec));
+      const auto w = random_vector<double>(rng, spec.weight_numel());
+      check(spec, w, random_vector<double>(rng, spec.out_channels));
+      check(spec, w, Eigen::VectorXd::Zero(spec.out_channels));
+      const auto t = random_transpose_spec<Rank>(rng);
+      INFO("transposed: " << describe(t));
+      check(t, random_vector<double>(rng, t.weight_numel()), random_vector<double>(rng, t.out_channels));
+    }
+  });
+  const auto spec = random_spec<2>(rng);
+  REQUIRE_THROWS_AS(convmat::affine_matrix_sparse(spec, Eigen::VectorXd(spec.weight_numel() + 1),
+                                                  Eigen::VectorXd(spec.out_channels)),
+                    convmat::spec_error);
+  REQUIRE_THROWS_AS(convmat::affine_matrix_sparse(spec, Eigen::VectorXd(spec.weight_numel()),
+                                                  Eigen::VectorXd(spec.out_channels + 1)),
+                    convmat::spec_error);
 }
 
 TEST_CASE("the non-zeros of a huge kernel are counted in kernel time, not kernel squared", "[sparse][regression]") {

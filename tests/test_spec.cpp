@@ -4,6 +4,7 @@
 #include <convmat/convmat.hpp>
 
 #include "support/catch.hpp"
+#include "support/layers_golden.hpp"
 #include "support/random.hpp"
 
 using namespace convmat_test;
@@ -79,6 +80,141 @@ TEST_CASE("'same', 'valid' and 'full' padding", "[spec]") {
   strided.stride = {2, 1};
   REQUIRE(error_of([&] { strided.set_padding_same(); }) ==
           "convmat: padding='same' needs stride 1: stride=(2, 1)");
+}
+
+namespace {
+
+template <int Rank>
+void check_conv_same(const GoldenCase& c) {
+  INFO("golden case " << c.name);
+  convmat::ConvSpec<Rank> spec;
+  spec.in_channels = c.integer("in_channels");
+  spec.out_channels = c.integer("out_channels");
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.kernel_size = c.sizes<Rank>("kernel_size");
+  spec.stride = c.sizes<Rank>("stride");
+  spec.dilation = c.sizes<Rank>("dilation");
+  if (c.text("auto_pad") == "SAME_UPPER")
+    spec.set_padding_same_upper();
+  else
+    spec.set_padding_same_lower();
+  CHECK(spec.pad_begin() == c.sizes<Rank>("pad_begin"));
+  CHECK(spec.pad_end() == c.sizes<Rank>("pad_end"));
+  REQUIRE(spec.output_size() == c.sizes<Rank>("output_size"));  // onnx.shape_inference's
+  for (int d = 0; d < Rank; ++d)  // ceil(D / s)
+    CHECK(spec.output_size()[d] == (spec.input_size[d] + spec.stride[d] - 1) / spec.stride[d]);
+  const Eigen::VectorXd y = convmat::conv_matrix(spec, c.vector("weight")) * c.vector("input");
+  CHECK(relative_error(y, c.vector("output")) <= 1e-12);
+}
+
+template <int Rank>
+void check_conv_transpose_output_shape(const GoldenCase& c) {
+  INFO("golden case " << c.name);
+  convmat::ConvTransposeSpec<Rank> spec;
+  spec.in_channels = c.integer("in_channels");
+  spec.out_channels = c.integer("out_channels");
+  spec.input_size = c.sizes<Rank>("input_size");
+  spec.kernel_size = c.sizes<Rank>("kernel_size");
+  spec.stride = c.sizes<Rank>("stride");
+  spec.dilation = c.sizes<Rank>("dilation");
+  spec.output_padding = c.sizes<Rank>("output_padding");
+  const auto auto_pad = c.text("auto_pad");
+  const auto odd = auto_pad == "SAME_UPPER" ? convmat::SamePadding::upper : convmat::SamePadding::lower;
+  if (c.integer("given_shape"))
+    spec.set_output_size(c.sizes<Rank>("output_size"), odd);
+  else
+    spec.set_padding_same(odd);
+  CHECK(spec.pad_begin() == c.sizes<Rank>("pad_begin"));
+  CHECK(spec.pad_end() == c.sizes<Rank>("pad_end"));
+  REQUIRE(spec.output_size() == c.sizes<Rank>("output_size"));
+  const Eigen::VectorXd weight = c.vector("weight"), x = c.vector("input"), expected = c.vector("output");
+  CHECK(relative_error(Eigen::VectorXd(convmat::conv_transpose_matrix(spec, weight) * x), expected) <= 1e-12);
+  CHECK(relative_error(Eigen::VectorXd(convmat::conv_transpose_matrix_sparse(spec, weight) * x), expected) <= 1e-12);
+  CHECK(relative_error(Eigen::VectorXd(convmat::convolve_transpose(spec, weight, x)), expected) <= 1e-12);
+}
+
+template <template <int> class Check>
+void by_rank(const GoldenCase& c) {
+  switch (c.integer("rank")) {
+    case 1: Check<1>{}(c); break;
+    case 2: Check<2>{}(c); break;
+    case 3: Check<3>{}(c); break;
+    default: FAIL("golden case " << c.name << " has an unexpected rank");
+  }
+}
+template <int Rank>
+struct ConvSameCheck {
+  void operator()(const GoldenCase& c) const { check_conv_same<Rank>(c); }
+};
+template <int Rank>
+struct OutputShapeCheck {
+  void operator()(const GoldenCase& c) const { check_conv_transpose_output_shape<Rank>(c); }
+};
+
+}  // namespace
+
+TEST_CASE("ONNX's auto_pad SAME_UPPER / SAME_LOWER with any stride, against onnx and PyTorch", "[spec][golden]") {
+  const auto cases = cases_of("conv_same");
+  CHECK(cases.size() == 36);
+  for (const auto* c : cases) by_rank<ConvSameCheck>(*c);
+
+  // TensorFlow's 'SAME' with stride 2 on 7: output 4, total padding 2 (3x3) or 1 (2x2, odd: after).
+  auto s = layer();
+  s.input_size = {7, 7};
+  s.kernel_size = {3, 2};
+  s.stride = {2, 2};
+  s.set_padding_same_upper();
+  CHECK(s.pad_begin() == std::array<Index, 2>{1, 0});
+  CHECK(s.pad_end() == std::array<Index, 2>{1, 1});
+  s.set_padding_same_lower();
+  CHECK(s.pad_begin() == std::array<Index, 2>{1, 1});
+  CHECK(s.pad_end() == std::array<Index, 2>{1, 0});
+  CHECK(s.output_size() == std::array<Index, 2>{4, 4});
+  // With stride 1 SAME_UPPER is PyTorch's 'same'.
+  s.stride = {1, 1};
+  auto torch_same = s;
+  torch_same.set_padding_same();
+  s.set_padding_same_upper();
+  CHECK(s.pad_begin() == torch_same.pad_begin());
+  CHECK(s.pad_end() == torch_same.pad_end());
+  // A kernel smaller than the stride needs no padding.
+  s.kernel_size = {1, 1};
+  s.stride = {3, 3};
+  s.set_padding_same_upper();
+  CHECK(s.pad_end() == std::array<Index, 2>{0, 0});
+  s.stride = {0, 1};
+  CHECK(error_of([&] { s.set_padding_same_upper(); }) ==
+        "convmat: stride must be positive in every dimension: stride=(0, 1)");
+}
+
+TEST_CASE("ConvTranspose with ONNX's output_shape and auto_pad, against PyTorch", "[spec][golden][transpose]") {
+  const auto cases = cases_of("conv_transpose_output_shape");
+  CHECK(cases.size() >= 30);
+  for (const auto* c : cases) by_rank<OutputShapeCheck>(*c);
+
+  convmat::ConvTranspose1dSpec t;
+  t.input_size = {3};
+  t.kernel_size = {3};
+  t.stride = {2};
+  t.set_output_size({5});  // unpadded 7: total 2, one each side
+  CHECK(t.pad_begin() == std::array<Index, 1>{1});
+  CHECK(t.pad_end() == std::array<Index, 1>{1});
+  t.set_output_size({6});  // total 1: at the beginning unless SAME_UPPER
+  CHECK(t.pad_begin() == std::array<Index, 1>{1});
+  CHECK(t.pad_end() == std::array<Index, 1>{0});
+  t.set_output_size({6}, convmat::SamePadding::upper);
+  CHECK(t.pad_begin() == std::array<Index, 1>{0});
+  CHECK(t.pad_end() == std::array<Index, 1>{1});
+  CHECK(t.output_size() == std::array<Index, 1>{6});
+  CHECK(error_of([&] { t.set_output_size({8}); }) ==
+        "convmat: the wanted output size (8) is larger than the transposed convolution gives without padding: "
+        "input_size=(3), kernel_size=(3), stride=(2), dilation=(1), output_padding=(0) give output (7)");
+  t.set_padding({0}, {-1});
+  CHECK(error_of([&] { t.validate(); }) == "convmat: padding_end must not be negative: padding_end=(-1)");
+  t.set_padding({4}, {4});
+  CHECK(error_of([&] { t.validate(); }) ==
+        "convmat: padding leaves no output: input_size=(3), kernel_size=(3), stride=(2), padding=(4), "
+        "padding_end=(4), dilation=(1), output_padding=(0) give output (-1)");
 }
 
 TEST_CASE("transposed output size follows PyTorch's formula", "[spec][transpose]") {

@@ -27,6 +27,26 @@ import torch
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
+class Padded(torch.nn.Module):
+    """A padding-free torch.nn.Conv*d / ConvTranspose*d with explicit padding
+    around it: F.pad(x, pad) before a convolution (asymmetric padding, ONNX's
+    auto_pad SAME_*), or a crop of `crop` (begin, end) per dimension after a
+    transposed one (ONNX's pads on ConvTranspose)."""
+
+    def __init__(self, layer, pad=None, crop=None):
+        super().__init__()
+        self.layer, self.pad, self.crop = layer, pad, crop
+        self.weight, self.bias, self.in_channels = layer.weight, layer.bias, layer.in_channels
+
+    def forward(self, x):
+        if self.pad is not None:
+            x = torch.nn.functional.pad(x, self.pad)
+        y = self.layer(x)
+        if self.crop is not None:
+            y = y[(slice(None), slice(None)) + tuple(slice(b, y.shape[2 + d] - e) for d, (b, e) in enumerate(self.crop))]
+        return y
+
+
 def cases():
     """(description, layer, input spatial size, extra convmat flags)."""
     nn = torch.nn
@@ -47,6 +67,24 @@ def cases():
     yield ("ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2)",
            nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2), (5, 4),
            ["--transposed", "--stride", "2", "--padding", "1", "--output-padding", "1", "--groups", "2"])
+    # F.pad lists the last dimension first: (left, right, top, bottom).
+    yield ("F.pad(1, 0, 2, 1) + Conv2d(2, 3, 3, stride=(1, 2)): --padding 2,1 --padding-end 1,0",
+           Padded(nn.Conv2d(2, 3, 3, stride=(1, 2)), pad=(1, 0, 2, 1)), (6, 7),
+           ["--stride", "1,2", "--padding", "2,1", "--padding-end", "1,0"])
+    # ONNX's SAME_UPPER on 7 x 5 with stride 2: output 4 x 3; totals 2 (3 tall) and 1 (2 wide: after).
+    yield ("F.pad(0, 1, 1, 1) + Conv2d(2, 2, (3, 2), stride=2): --padding same_upper",
+           Padded(nn.Conv2d(2, 2, (3, 2), stride=2), pad=(0, 1, 1, 1)), (7, 5),
+           ["--stride", "2", "--padding", "same_upper"])
+    yield ("F.pad(1, 0, 1, 1) + Conv2d(2, 2, (3, 2), stride=2): --padding same_lower",
+           Padded(nn.Conv2d(2, 2, (3, 2), stride=2), pad=(1, 0, 1, 1)), (7, 5),
+           ["--stride", "2", "--padding", "same_lower"])
+    # ConvTranspose1d(2, 3, 3, stride=2) on 4: unpadded 9; pads (0, 1) keep 8 = 4 * 2, ONNX's SAME_UPPER.
+    yield ("ConvTranspose1d(2, 3, 3, stride=2) cropped (0, 1): --padding 0 --padding-end 1",
+           Padded(nn.ConvTranspose1d(2, 3, 3, stride=2), crop=[(0, 1)]), (4,),
+           ["--transposed", "--stride", "2", "--padding", "0", "--padding-end", "1"])
+    yield ("ConvTranspose1d(2, 3, 3, stride=2) cropped (0, 1): --padding same_upper",
+           Padded(nn.ConvTranspose1d(2, 3, 3, stride=2), crop=[(0, 1)]), (4,),
+           ["--transposed", "--stride", "2", "--padding", "same_upper"])
     yield ("Conv2d(3, 8, 5, stride=2, padding=2) float64",
            nn.Conv2d(3, 8, 5, stride=2, padding=2).double(), (16, 16), ["--stride", "2", "--padding", "2"])
 

@@ -171,17 +171,22 @@ std::string list(const std::array<Index, N>& values) {
   return s;
 }
 
+template <class Spec>
+std::string padding_flags(const Spec& s) {
+  return " --padding " + list(s.padding) + (s.padding_end ? " --padding-end " + list(*s.padding_end) : "");
+}
+
 template <int Rank>
 std::string flags(const convmat::ConvSpec<Rank>& s) {
-  return " --input-size " + list(s.input_size) + " --stride " + list(s.stride) + " --padding " + list(s.padding) +
+  return " --input-size " + list(s.input_size) + " --stride " + list(s.stride) + padding_flags(s) +
          " --dilation " + list(s.dilation) + " --groups " + std::to_string(s.groups) + " --padding-mode " +
          std::string(convmat::to_string(s.padding_mode));
 }
 
 template <int Rank>
 std::string flags(const convmat::ConvTransposeSpec<Rank>& s) {
-  return " --transposed --input-size " + list(s.input_size) + " --stride " + list(s.stride) + " --padding " +
-         list(s.padding) + " --output-padding " + list(s.output_padding) + " --dilation " + list(s.dilation) +
+  return " --transposed --input-size " + list(s.input_size) + " --stride " + list(s.stride) + padding_flags(s) +
+         " --output-padding " + list(s.output_padding) + " --dilation " + list(s.dilation) +
          " --groups " + std::to_string(s.groups);
 }
 
@@ -303,6 +308,53 @@ TEST_CASE("convmat command: round trips through .npy and .mtx equal the library'
   }
 }
 
+TEST_CASE("convmat command: asymmetric padding (--padding-end), round trips", "[cli]") {
+  {
+    convmat::Conv2dSpec s;
+    s.in_channels = 2, s.out_channels = 2, s.input_size = {6, 5}, s.kernel_size = {3, 2};
+    s.stride = {2, 1};
+    s.set_padding({1, 0}, {2, 1});
+    s.padding_mode = convmat::PaddingMode::replicate;
+    round_trip<float>(s, "conv2d asymmetric replicate");
+  }
+  {
+    convmat::ConvTranspose1dSpec s;
+    s.in_channels = 2, s.out_channels = 2, s.input_size = {4}, s.kernel_size = {3}, s.stride = {2};
+    s.set_padding({0}, {1});
+    round_trip<double>(s, "conv_transpose1d asymmetric");
+  }
+}
+
+TEST_CASE("convmat command: ONNX's same_upper / same_lower with a stride", "[cli]") {
+  auto rng = convmat_test::generator("cli same_upper");
+  TempDir dir;
+  for (const char* mode : {"same_upper", "same_lower"}) {
+    INFO(mode);
+    convmat::Conv2dSpec s;
+    s.in_channels = 1, s.out_channels = 2, s.input_size = {7, 5}, s.kernel_size = {3, 2}, s.stride = {2, 2};
+    s.set_padding_same(std::string(mode) == "same_upper" ? convmat::SamePadding::upper : convmat::SamePadding::lower);
+    const auto w = save_weights<double>(dir / "w.npy", weight_shape(s), rng);
+    const std::string args = quoted(dir / "w.npy") + " --input-size 7,5 --stride 2 --padding " + mode;
+    REQUIRE(run(args + " -q -o " + quoted(dir / "T.npy")).status == 0);
+    CHECK(load_dense<double>(dir / "T.npy") == convmat::conv_matrix(s, w));
+    const auto info = run(args + " --info");
+    CHECK(info.output.find("stride=(2, 2), padding='" + std::string(mode) + "' " +
+                           (std::string(mode) == "same_upper" ? "(1, 0)/(1, 1)" : "(1, 1)/(1, 0)")) !=
+          std::string::npos);
+    CHECK(info.output.find("output    (2, 4, 3)") != std::string::npos);  // ceil(7 / 2), ceil(5 / 2)
+
+    convmat::ConvTranspose2dSpec t;  // ONNX's ConvTranspose: output = input * stride
+    t.in_channels = 2, t.out_channels = 1, t.input_size = {3, 2}, t.kernel_size = {3, 3}, t.stride = {2, 3};
+    t.set_padding_same(std::string(mode) == "same_upper" ? convmat::SamePadding::upper : convmat::SamePadding::lower);
+    REQUIRE(t.output_size() == std::array<Index, 2>{6, 6});
+    const auto wt = save_weights<double>(dir / "wt.npy", weight_shape(t), rng);
+    REQUIRE(run(quoted(dir / "wt.npy") + " --transposed --input-size 3,2 --stride 2,3 --padding " + mode + " -q -o " +
+                quoted(dir / "T.npy"))
+                .status == 0);
+    CHECK(load_dense<double>(dir / "T.npy") == convmat::conv_transpose_matrix(t, wt));
+  }
+}
+
 TEST_CASE("convmat command: padding 'same', header versions 2 and 3, --info", "[cli]") {
   auto rng = convmat_test::generator("cli same and versions");
   TempDir dir;
@@ -366,6 +418,11 @@ TEST_CASE("convmat command: every bad input names the problem, exits non-zero, w
       {w + " --input-size 5,5 --padding-mode mirror" + out, "padding_mode must be zeros, reflect, replicate or circular, not 'mirror'"},
       {w + " --input-size 5,5 --padding one" + out, "--padding takes integers separated by commas"},
       {w + " --input-size 5,5 --stride 2 --padding same" + out, "padding='same' needs stride 1"},
+      {w + " --input-size 5,5 --padding same --padding-end 1" + out, "--padding-end 1 goes with numbers in --padding, not --padding same"},
+      {w + " --input-size 5,5 --padding same_upper --padding-end 1" + out, "--padding-end 1 goes with numbers in --padding"},
+      {w + " --input-size 5,5 --padding 1 --padding-end 1,2,3" + out, "--padding-end 1,2,3 has 3 values"},
+      {w + " --input-size 5,5 --padding 1 --padding-end -1" + out, "padding_end must not be negative: padding_end=(-1, -1)"},
+      {w + " --input-size 5,5 --transposed --padding same" + out, "or same_upper / same_lower (ONNX's auto_pad)"},
       {w + " --input-size 1000,1000 --max-bytes 1M" + out, "more than --max-bytes = 1048576 bytes (1.0 MiB). It has only"},
       {w + " --input-size 1000,1000 --max-bytes 1M" + out, "write it sparse with -o " + dir / "T.mtx"},
       {w + " --input-size 5,5 --max-bytes lots" + out, "--max-bytes takes a size like 8G"},

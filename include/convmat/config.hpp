@@ -18,8 +18,16 @@
 // CONVMAT_THROW_MEMORY(message) reports a size the memory guard refuses
 // (max_dense_bytes()). By default it throws convmat::memory_limit_error, a
 // spec_error; where CONVMAT_THROW is user-defined it calls that instead.
+//
+// CONVMAT_THROW_CONVERGENCE(message) reports an iteration (the Lanczos
+// singular values) that did not reach its tolerance where the caller asked
+// for the values alone. By default it throws convmat::convergence_error;
+// where CONVMAT_THROW is user-defined it calls that instead.
 #if !defined(CONVMAT_THROW_MEMORY) && defined(CONVMAT_THROW)
 #define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
+#if !defined(CONVMAT_THROW_CONVERGENCE) && defined(CONVMAT_THROW)
+#define CONVMAT_THROW_CONVERGENCE(message) CONVMAT_THROW(message)
 #endif
 #ifndef CONVMAT_THROW
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
@@ -39,6 +47,13 @@
 #define CONVMAT_THROW_MEMORY(message) throw ::convmat::memory_limit_error(message)
 #else
 #define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
+#endif
+#ifndef CONVMAT_THROW_CONVERGENCE
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define CONVMAT_THROW_CONVERGENCE(message) throw ::convmat::convergence_error(message)
+#else
+#define CONVMAT_THROW_CONVERGENCE(message) CONVMAT_THROW(message)
 #endif
 #endif
 

@@ -23,6 +23,12 @@ namespace detail {
 inline constexpr const char* conv_weight_layout = "(out_channels, in_channels / groups, kernel...)";
 inline constexpr const char* transpose_weight_layout = "(in_channels, out_channels / groups, kernel...)";
 
+/// How a layer's weights are laid out, for messages.
+template <int Rank>
+constexpr const char* weight_layout(const ConvSpec<Rank>&) { return conv_weight_layout; }
+template <int Rank>
+constexpr const char* weight_layout(const ConvTransposeSpec<Rank>&) { return transpose_weight_layout; }
+
 /// Writes rows [row_begin, row_end) of the geometry's matrix into `out`:
 /// entry (r, c) goes to out[(r - row_begin) * row_stride + c * col_stride].
 /// With zero_rows (row-major, col_stride 1) each row is zeroed just before
@@ -130,9 +136,7 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   const Index rows = spec.output_numel(), cols = spec.input_numel();
-  (void)detail::weight_view(weight, spec.weight_numel(),  // checked before the allocation
-                            std::is_same_v<Spec, ConvSpec<Spec::rank>> ? detail::conv_weight_layout
-                                                                      : detail::transpose_weight_layout);
+  (void)detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec));  // before the allocation
   detail::check_dense_size(detail::checked_add(rows, 1, "the affine matrix's rows"),
                            detail::checked_add(cols, 1, "the affine matrix's columns"), sizeof(Scalar),
                            "the affine matrix");

@@ -18,9 +18,6 @@
 namespace convmat {
 namespace detail {
 
-inline constexpr const char* batch_hint =
-    "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
-
 /// y = T x for one sample: y[oc, p] = sum over the group's input channels
 /// and p's taps of w[oc, ic, tap] * x[ic, offset]. `taps_of(p)` gives the
 /// taps of position p as a [first, last) pair of Tap pointers, as

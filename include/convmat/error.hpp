@@ -35,6 +35,16 @@ class memory_limit_error : public spec_error {
   explicit memory_limit_error(const std::string& message) : spec_error(message) {}
 };
 
+/// Thrown when an iterative method did not reach the tolerance asked of it
+/// within its budget of products, where the caller asked for the result
+/// alone (singular_values(spec, weight, k)); the message gives the
+/// tolerance, the residual reached and the products spent. Not a
+/// spec_error: the layer is fine, the budget was not.
+class convergence_error : public std::runtime_error {
+ public:
+  explicit convergence_error(const std::string& message) : std::runtime_error(message) {}
+};
+
 namespace detail {
 
 template <class T>
@@ -61,6 +71,13 @@ std::string message(const Parts&... parts) {
 template <class... Parts>
 [[noreturn]] void fail(const Parts&... parts) {
   CONVMAT_THROW(message("convmat: ", parts...));
+  std::abort();  // reached only if a user-defined CONVMAT_THROW returns
+}
+
+/// Throws convergence_error with "convmat: " and the joined parts.
+template <class... Parts>
+[[noreturn]] void fail_convergence(const Parts&... parts) {
+  CONVMAT_THROW_CONVERGENCE(message("convmat: ", parts...));
   std::abort();  // reached only if a user-defined CONVMAT_THROW returns
 }
 

@@ -6,7 +6,9 @@
 //
 //   - average pooling: a depthwise convolution with weights 1, each output
 //     row scaled by its own divisor (PyTorch's count_include_pad, ceil_mode
-//     and divisor_override);
+//     and divisor_override; ONNX's larger padding on request);
+//   - max pooling, which is not linear: its windows, the same depthwise
+//     geometry (max_pool_windows), and the direct max_pool;
 //   - padding (zeros, reflect, replicate, circular): a depthwise 1x1
 //     identity convolution with that padding;
 //   - nearest upsampling by integer factors: a depthwise transposed
@@ -24,10 +26,12 @@
 #include <cmath>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 #include "dense.hpp"
 #include "detail/arguments.hpp"
 #include "detail/geometry.hpp"
+#include "direct.hpp"
 #include "sparse.hpp"
 #include "spec.hpp"
 
@@ -37,9 +41,85 @@ namespace convmat {
 // Average pooling
 // ---------------------------------------------------------------------------
 
-/// The shape of an average pooling layer (PyTorch's AvgPool{1,2,3}d) over
-/// `channels` channels. Pooling acts on each channel alone, so the layer
-/// maps (channels, input_size...) to (channels, output_size()...).
+namespace detail {
+
+/// The output size of a pooling layer, per dimension: floor or ceil of
+/// (D + pad_begin + pad_end - dilation * (K - 1) - 1) / stride, plus one;
+/// with ceil_mode, minus one if the last window would start at or past
+/// D + pad_begin (in the high padding), as PyTorch and ONNX. With
+/// `pytorch_limits`, PyTorch's rule that padding is at most half the kernel.
+/// spec_error naming every value unless each dimension has an output.
+template <int Rank>
+std::array<Index, Rank> pool_output_size(const std::array<Index, Rank>& input, const std::array<Index, Rank>& kernel,
+                                         const std::array<Index, Rank>& stride,
+                                         const std::array<Index, Rank>& dilation,
+                                         const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end,
+                                         bool ceil_mode, bool pytorch_limits) {
+  require_positive<Rank>(input, "input_size");
+  require_positive<Rank>(kernel, "kernel_size");
+  require_positive<Rank>(stride, "stride");
+  require_positive<Rank>(dilation, "dilation");
+  require_non_negative<Rank>(begin, "padding");
+  require_non_negative<Rank>(end, "padding_end");
+  std::array<Index, Rank> out{};
+  for (int d = 0; d < Rank; ++d) {
+    if (pytorch_limits && (begin[d] > kernel[d] / 2 || end[d] > kernel[d] / 2))
+      fail("padding must be at most half the kernel size: padding=", begin, ", padding_end=", end,
+           ", kernel_size=", kernel, " (as PyTorch; ONNX allows more with pytorch_limits = false)");
+    const Index span = checked_add(input[d], checked_add(begin[d], end[d], "padding"), "padded input size") -
+                       window_extent(kernel[d], dilation[d]);
+    const Index rounded = !ceil_mode ? span : span < 0 ? span + stride[d] - 1
+                                                      : checked_add(span, stride[d] - 1, "padded input size");
+    out[d] = floor_div(rounded, stride[d]) + 1;
+    if (ceil_mode && out[d] >= 1 && (out[d] - 1) * stride[d] >= input[d] + begin[d]) --out[d];
+  }
+  for (int d = 0; d < Rank; ++d)
+    if (out[d] < 1) {
+      if (dilation != filled<Rank>(1))
+        fail("pooling window does not fit: input_size=", input, ", kernel_size=", kernel, ", stride=", stride,
+             ", dilation=", dilation, ", padding=", begin, ", padding_end=", end,
+             ", ceil_mode=", ceil_mode ? "true" : "false", " give output ", out);
+      fail("pooling window does not fit: input_size=", input, ", kernel_size=", kernel, ", stride=", stride,
+           ", padding=", begin, ", padding_end=", end, ", ceil_mode=", ceil_mode ? "true" : "false",
+           " give output ", out);
+    }
+  return out;
+}
+
+/// Whether window o of one dimension covers an input element: some tap k
+/// in [0, kernel) reads p = o * stride + k * dilation - begin in [0, input).
+/// Computed, not searched, so a huge kernel costs nothing.
+inline bool window_covers_input(Index o, Index input, Index kernel, Index stride, Index dilation, Index begin) {
+  const Index low = begin - o * stride;  // k * dilation >= low
+  const Index high = low + (input - 1);  // k * dilation <= high (no overflow: input + begin is checked)
+  if (high < 0) return false;
+  const Index first = low <= 0 ? 0 : low / dilation + (low % dilation != 0);  // the first tap at or past low
+  return first <= kernel - 1 && first <= high / dilation;
+}
+
+/// spec_error unless every pooling window covers at least one input element
+/// (beyond PyTorch's limits, a window can lie wholly in the padding). Per
+/// dimension the windows' first and last input elements are monotone in the
+/// output index, so the first and last windows decide.
+template <int Rank>
+void require_windows_cover_input(const std::array<Index, Rank>& input, const std::array<Index, Rank>& kernel,
+                                 const std::array<Index, Rank>& stride, const std::array<Index, Rank>& dilation,
+                                 const std::array<Index, Rank>& begin, const std::array<Index, Rank>& output,
+                                 const char* why) {
+  for (int d = 0; d < Rank; ++d)
+    for (Index o : {Index{0}, output[d] - 1})
+      if (!window_covers_input(o, input[d], kernel[d], stride[d], dilation[d], begin[d]))
+        fail("pooling window ", o, " of dimension ", d, " covers only padding (", why, "): input_size=", input,
+             ", kernel_size=", kernel, ", stride=", stride, ", dilation=", dilation, ", padding=", begin,
+             " give output ", output);
+}
+
+}  // namespace detail
+
+/// The shape of an average pooling layer (PyTorch's AvgPool{1,2,3}d, ONNX's
+/// AveragePool) over `channels` channels. Pooling acts on each channel
+/// alone, so the layer maps (channels, input_size...) to
+/// (channels, output_size()...).
 ///
 ///     convmat::AvgPoolSpec<2> pool;
 ///     pool.channels = 3; pool.input_size = {8, 8}; pool.kernel_size = {2, 2};
@@ -67,12 +147,38 @@ struct AvgPoolSpec {
   bool count_include_pad = true;
   /// Divide every window by this instead.
   std::optional<Index> divisor_override;
+  /// PyTorch's limits (true): padding at most half the kernel, and in 3-D an
+  /// input no smaller than the kernel, as F.avg_pool{1,2,3}d. False: ONNX's
+  /// AveragePool, which takes any padding; a window that covers only
+  /// padding is then refused unless count_include_pad (it would be 0 / 0).
+  bool pytorch_limits = true;
 
   std::array<Index, Rank> strides() const { return stride.value_or(kernel_size); }
   std::array<Index, Rank> pad_begin() const { return padding; }
   std::array<Index, Rank> pad_end() const { return padding_end.value_or(padding); }
 
-  /// Throws spec_error unless PyTorch would accept this layer.
+  /// Sets asymmetric padding: `begin` on the low side, `end` on the high side.
+  AvgPoolSpec& set_padding(const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end) {
+    padding = begin;
+    padding_end = end;
+    return *this;
+  }
+  /// ONNX's auto_pad=SAME_UPPER: output_size = ceil(input_size / stride), the
+  /// total padding (ceil(D / s) - 1) * s + K - D split with the extra element
+  /// on the high side (see ConvSpec::set_padding_same_upper). Set
+  /// input_size, kernel_size and stride first.
+  AvgPoolSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+  /// ONNX's auto_pad=SAME_LOWER: the extra element on the low side.
+  AvgPoolSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  AvgPoolSpec& set_padding_same(SamePadding odd) {
+    std::array<Index, Rank> begin{}, end{};
+    detail::same_padding<Rank>(input_size, kernel_size, strides(), detail::filled<Rank>(1), odd, begin, end);
+    return set_padding(begin, end);
+  }
+
+  /// Throws spec_error unless PyTorch would accept this layer (with
+  /// pytorch_limits = false: unless ONNX's AveragePool defines it).
   void validate() const { (void)output_size(); }
 
   /// Per dimension: floor or ceil of (D + pad_begin + pad_end - K) / stride,
@@ -82,34 +188,21 @@ struct AvgPoolSpec {
     if (channels <= 0) detail::fail("channels must be positive: channels=", channels);
     detail::require_positive<Rank>(input_size, "input_size");
     detail::require_positive<Rank>(kernel_size, "kernel_size");
-    const auto s = strides(), begin = pad_begin(), end = pad_end();
-    detail::require_positive<Rank>(s, "stride");
-    detail::require_non_negative<Rank>(begin, "padding");
-    detail::require_non_negative<Rank>(end, "padding_end");
     if (divisor_override && *divisor_override <= 0)
       detail::fail("divisor_override must be positive: divisor_override=", *divisor_override);
     if constexpr (Rank == 3) {  // F.avg_pool3d also wants the input, unpadded, at least the kernel
-      for (int d = 0; d < Rank; ++d)
+      for (int d = 0; d < Rank && pytorch_limits; ++d)
         if (input_size[d] < kernel_size[d])
           detail::fail("input smaller than kernel size: input_size=", input_size, ", kernel_size=", kernel_size,
                        " (3-D average pooling needs input_size >= kernel_size in every dimension, as "
                        "PyTorch's avg_pool3d)");
     }
-    std::array<Index, Rank> out{};
-    for (int d = 0; d < Rank; ++d) {
-      if (2 * begin[d] > kernel_size[d] || 2 * end[d] > kernel_size[d])
-        detail::fail("padding must be at most half the kernel size: padding=", begin,
-                     ", padding_end=", end, ", kernel_size=", kernel_size);
-      const Index span = detail::checked_add(input_size[d], begin[d] + end[d], "padded input size") -
-                         kernel_size[d];
-      out[d] = detail::floor_div(span + (ceil_mode ? s[d] - 1 : 0), s[d]) + 1;
-      if (ceil_mode && out[d] >= 1 && (out[d] - 1) * s[d] >= input_size[d] + begin[d]) --out[d];
-    }
-    for (int d = 0; d < Rank; ++d)
-      if (out[d] < 1)
-        detail::fail("pooling window does not fit: input_size=", input_size, ", kernel_size=", kernel_size,
-                     ", stride=", s, ", padding=", begin, ", padding_end=", end, ", ceil_mode=",
-                     ceil_mode ? "true" : "false", " give output ", out);
+    const auto ones = detail::filled<Rank>(1);
+    const auto out = detail::pool_output_size<Rank>(input_size, kernel_size, strides(), ones, pad_begin(), pad_end(),
+                                                    ceil_mode, pytorch_limits);
+    if (!pytorch_limits && !count_include_pad && !divisor_override)
+      detail::require_windows_cover_input<Rank>(input_size, kernel_size, strides(), ones, pad_begin(), out,
+                                                "its average would be 0 / 0");
     return out;
   }
 
@@ -211,6 +304,135 @@ SparseMatrix<Scalar, StorageIndex> avg_pool_matrix_sparse(const AvgPoolSpec<Rank
   for (Index r = 0; r < t.rows(); ++r)
     for (StorageIndex i = outer[r]; i < outer[r + 1]; ++i) values[i] /= divisor(r % g.output_spatial);
   return t;
+}
+
+// ---------------------------------------------------------------------------
+// Max pooling
+// ---------------------------------------------------------------------------
+
+/// The shape of a max pooling layer (PyTorch's MaxPool{1,2,3}d, ONNX's
+/// MaxPool) over `channels` channels: (channels, input_size...) to
+/// (channels, output_size()...). Max pooling is not linear, so there is no
+/// matrix; max_pool_windows() gives which inputs each output takes the
+/// largest of (padding never wins: it is -infinity), and max_pool() is the
+/// direct reference.
+template <int Rank>
+struct MaxPoolSpec {
+  static_assert(Rank >= 1, "convmat: pooling has at least one spatial dimension");
+  static constexpr int rank = Rank;
+
+  Index channels = 1;
+  std::array<Index, Rank> input_size = detail::filled<Rank>(0);   ///< must be set
+  std::array<Index, Rank> kernel_size = detail::filled<Rank>(0);  ///< must be set
+  /// The step between windows; PyTorch's default is the kernel size (ONNX's is 1).
+  std::optional<std::array<Index, Rank>> stride;
+  /// Padding on the low side (and the high side unless padding_end is set).
+  std::array<Index, Rank> padding = detail::filled<Rank>(0);
+  /// Padding on the high side, when it differs (ONNX's asymmetric pads).
+  std::optional<std::array<Index, Rank>> padding_end;
+  std::array<Index, Rank> dilation = detail::filled<Rank>(1);
+  /// Round the output size up; a window that would start in the high
+  /// padding is dropped, as in PyTorch.
+  bool ceil_mode = false;
+  /// PyTorch's limit (true): padding at most half the kernel. False: ONNX's
+  /// MaxPool, any padding. Either way a window must cover an input element.
+  bool pytorch_limits = true;
+
+  std::array<Index, Rank> strides() const { return stride.value_or(kernel_size); }
+  std::array<Index, Rank> pad_begin() const { return padding; }
+  std::array<Index, Rank> pad_end() const { return padding_end.value_or(padding); }
+
+  /// Sets asymmetric padding: `begin` on the low side, `end` on the high side.
+  MaxPoolSpec& set_padding(const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end) {
+    padding = begin;
+    padding_end = end;
+    return *this;
+  }
+  /// ONNX's auto_pad=SAME_UPPER: output_size = ceil(input_size / stride), the
+  /// extra padding element on the high side (see ConvSpec::set_padding_same_upper).
+  MaxPoolSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+  /// ONNX's auto_pad=SAME_LOWER: the extra element on the low side.
+  MaxPoolSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  MaxPoolSpec& set_padding_same(SamePadding odd) {
+    std::array<Index, Rank> begin{}, end{};
+    detail::same_padding<Rank>(input_size, kernel_size, strides(), dilation, odd, begin, end);
+    return set_padding(begin, end);
+  }
+
+  /// Throws spec_error unless PyTorch (with pytorch_limits = false: ONNX)
+  /// would accept this layer and every window covers an input element.
+  void validate() const { (void)output_size(); }
+
+  /// Per dimension: floor or ceil of
+  /// (D + pad_begin + pad_end - dilation * (K - 1) - 1) / stride, plus one;
+  /// with ceil_mode, minus one if the last window would start at or past
+  /// D + pad_begin.
+  std::array<Index, Rank> output_size() const {
+    if (channels <= 0) detail::fail("channels must be positive: channels=", channels);
+    const auto out = detail::pool_output_size<Rank>(input_size, kernel_size, strides(), dilation, pad_begin(),
+                                                    pad_end(), ceil_mode, pytorch_limits);
+    detail::require_windows_cover_input<Rank>(input_size, kernel_size, strides(), dilation, pad_begin(), out,
+                                              "its maximum would be -infinity");
+    return out;
+  }
+
+  Index input_spatial() const { return detail::checked_product(input_size, "input size"); }
+  Index output_spatial() const { return detail::checked_product(output_size(), "output size"); }
+  Index input_numel() const { return detail::checked_mul(channels, input_spatial(), "input_numel"); }
+  Index output_numel() const { return detail::checked_mul(channels, output_spatial(), "output_numel"); }
+};
+
+using MaxPool1dSpec = MaxPoolSpec<1>;
+using MaxPool2dSpec = MaxPoolSpec<2>;
+using MaxPool3dSpec = MaxPoolSpec<3>;
+
+namespace detail {
+
+/// Max pooling's windows as the kernel taps of a depthwise convolution.
+template <int Rank>
+Geometry<Rank> geometry(const MaxPoolSpec<Rank>& spec) {
+  return make_geometry<Rank>(spec.channels, spec.channels, spec.channels, spec.input_size, spec.output_size(),
+                             spec.kernel_size, spec.strides(), spec.dilation, spec.pad_begin(), PaddingMode::zeros);
+}
+
+}  // namespace detail
+
+/// The windows of max pooling as a 0/1 matrix (output_numel x input_numel,
+/// compressed rows): row (c, o) has a 1 on every input of channel c that
+/// window o covers, padding left out. Max pooling takes the largest of the
+/// inputs each row marks.
+template <class Scalar = double, class StorageIndex = int, int Rank>
+SparseMatrix<Scalar, StorageIndex> max_pool_windows(const MaxPoolSpec<Rank>& spec) {
+  const auto g = detail::geometry(spec);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::sparse_rows<StorageIndex>(g, ones.data(), 0, g.output_numel());
+}
+
+/// Max pooling of every column of `input` (input_numel x batch), as
+/// F.max_pool{1,2,3}d: output_numel x batch. A NaN in a window is its
+/// maximum, as in PyTorch.
+template <int Rank, class Derived>
+detail::Matrix<typename Derived::Scalar> max_pool(const MaxPoolSpec<Rank>& spec,
+                                                   const Eigen::MatrixBase<Derived>& input) {
+  using Scalar = typename Derived::Scalar;
+  const auto g = detail::geometry(spec);
+  const auto x = detail::batch_view(input, g.input_numel(), "input");
+  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
+  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  std::vector<detail::Tap> taps;
+  for (Index p = 0; p < g.output_spatial; ++p) {
+    g.taps_at(p, taps);  // never empty: validated
+    for (Index c = 0; c < spec.channels; ++c)
+      for (Index s = 0; s < x.cols(); ++s) {
+        const Scalar* column = x.col(s).data() + c * g.input_spatial;
+        Scalar best = column[taps.front().offset];
+        for (const auto& t : taps)
+          if (column[t.offset] > best || std::isnan(column[t.offset])) best = column[t.offset];
+        y(c * g.output_spatial + p, s) = best;
+      }
+  }
+  return y;
 }
 
 // ---------------------------------------------------------------------------

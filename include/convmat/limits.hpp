@@ -81,6 +81,9 @@ inline constexpr const char* dense_matrix_hint =
     "build it as conv_matrix_sparse, in row blocks (conv_matrix_rows), use make_operator, "
     "or raise the limit with set_max_dense_bytes()";
 
+inline constexpr const char* batch_hint =
+    "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
+
 /// Throws spec_error if a rows x cols dense matrix of `scalar_size`-byte
 /// entries overflows Index, memory_limit_error if it exceeds
 /// max_dense_bytes(); `hint` says what to do.

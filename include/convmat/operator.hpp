@@ -1,12 +1,15 @@
 // convmat — the matrix of a convolution layer.
 // SPDX-License-Identifier: MIT
 //
-// T without the matrix: ConvOperator holds a layer's geometry, its weights
-// and the taps of every output position (Geometry::taps_at, computed once;
-// up to 64 MiB, else found per product by detail::forward / detail::adjoint)
-// and multiplies with the direct convolution (T x) and its adjoint (T^T y,
-// T^H y), so a layer whose dense matrix would not fit in memory can still
-// be solved with. It follows Eigen's "matrix-free solvers" recipe, so
+// T without the matrix: ConvOperator holds a layer's geometry and its
+// weights and multiplies through the library's one product path
+// (detail/unfold_product.hpp): T X as a blocked unfold and one GEMM per
+// group, T^T Y and T^H Y as the GEMM with the transposed weights and a
+// blocked fold, a panel of about 512 columns at a time in a bounded
+// per-thread workspace, with OpenMP in threads. A vector is a batch of one;
+// a matrix is a batch, one column per sample. So a layer whose dense matrix
+// would not fit in memory can still be solved with, at the speed of
+// convolve_unfold. It follows Eigen's "matrix-free solvers" recipe, so
 // Eigen::ConjugateGradient, Eigen::BiCGSTAB and
 // Eigen::LeastSquaresConjugateGradient (from <Eigen/IterativeLinearSolvers>,
 // with Eigen::IdentityPreconditioner) take it, or one of its two
@@ -31,7 +34,7 @@
 
 #include "detail/arguments.hpp"
 #include "detail/geometry.hpp"
-#include "direct.hpp"
+#include "detail/unfold_product.hpp"
 #include "spec.hpp"
 
 namespace convmat {
@@ -46,9 +49,9 @@ class TikhonovOperator;
 namespace detail {
 
 /// What Eigen asks of a matrix-free operator — the typedefs, the flags and
-/// a checked `operator*` — written once for the three operators. Derived
-/// provides rows(), cols() and apply(x, y): y = A x for one contiguous
-/// vector.
+/// a checked `operator*` — and apply(), written once for the three
+/// operators. Derived provides rows(), cols() and apply_batch(x, x_stride,
+/// y, y_stride, batch): Y = A X for `batch` contiguous columns.
 template <class Derived, class ScalarType>
 class MatrixFreeBase : public Eigen::EigenBase<Derived> {
  public:
@@ -67,6 +70,14 @@ class MatrixFreeBase : public Eigen::EigenBase<Derived> {
       fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
            "), but the operator is ", self.rows(), " x ", self.cols());
     return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+  }
+
+  /// y = A x for one sample: x has cols() contiguous entries, y rows(); y
+  /// is overwritten and must not overlap x. apply_batch with a batch of
+  /// one, for callers that manage their own buffers.
+  void apply(const Scalar* x, Scalar* y) const {
+    const Derived& self = static_cast<const Derived&>(*this);
+    self.apply_batch(x, self.cols(), y, self.rows(), 1);
   }
 };
 
@@ -144,49 +155,43 @@ struct MatrixFreeProduct {
   static void scale_and_add(Dest& dst, const Operator& op, const Rhs& rhs, const Alpha& alpha) {
     Matrix<Scalar> y(op.rows(), rhs.cols());
     with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) { op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols()); });
-    dst += alpha * y;
+    // Scaled by hand, not as `alpha * y`: Eigen 3.4 loads a complex<float>
+    // constant as one 8-byte word from wherever its expression keeps it,
+    // which may be 4-byte aligned (UBSan: misaligned load).
+    const Scalar factor(alpha);
+    if (factor == Scalar(-1)) {
+      dst -= y;
+      return;
+    }
+    if (factor != Scalar(1))
+      for (Index i = 0; i < y.size(); ++i) y.data()[i] *= factor;
+    dst += y;
   }
 };
 
-/// y[:, j] = A x[:, j] for `batch` contiguous columns (strides between
-/// columns x_stride and y_stride), one apply() per column: the batch
-/// product of an operator whose apply() takes one sample.
-template <class Operator, class Scalar>
-void apply_each_column(const Operator& op, const Scalar* x, Index x_stride, Scalar* y, Index y_stride,
-                       Index batch) {
-  for (Index j = 0; j < batch; ++j) op.apply(x + j * x_stride, y + j * y_stride);
-}
+/// `batch` columns of `rows` entries, column j at data + j * stride.
+template <class Scalar>
+using ColumnsMap = Eigen::Map<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
+template <class Scalar>
+using ConstColumnsMap = Eigen::Map<const Matrix<Scalar>, 0, Eigen::OuterStride<>>;
 
-/// The most an operator spends on keeping every position's taps (beyond
-/// it, products find them as they go, with detail::forward / adjoint).
-inline constexpr std::size_t max_tap_table_bytes = std::size_t{64} << 20;
-
-/// Whether a layer's taps fit in max_tap_table_bytes.
-template <int Rank>
-bool tap_table_fits(const Geometry<Rank>& g) {
-  const auto most = static_cast<std::size_t>(g.output_spatial) * static_cast<std::size_t>(g.kernel_numel);
-  return most <= max_tap_table_bytes / sizeof(Tap);
-}
-
-/// A layer's geometry, its tap table and its weights, shared by an
-/// operator and its transposes. For complex scalars the conjugated weights
-/// are kept too.
+/// A layer's geometry and its weights, shared by an operator and its
+/// transposes. For complex scalars the conjugated weights are kept too.
 template <class Scalar, int Rank>
 struct OperatorState {
   Geometry<Rank> geometry;
-  TapLists<Rank> table;  // every position's taps, or none (see tap_table_fits)
-  bool has_table = false;
   Vector<Scalar> weight;
   Vector<Scalar> conjugate_weight;  // empty for real scalars
 };
 
 }  // namespace detail
 
-/// The matrix T of a layer, matrix-free: `op * x` is the layer (the direct
-/// convolution of detail::forward), `op.transpose() * y` is T^T y and
-/// `op.adjoint() * y` is T^H y (detail::adjoint; the same for real
-/// scalars). rows() = output_numel, cols() = input_numel. Copies are cheap
-/// and share the weights. Made by make_operator(spec, weight).
+/// The matrix T of a layer, matrix-free: `op * x` is the layer (unfold and
+/// GEMM, detail::unfold_multiply), `op.transpose() * y` is T^T y and
+/// `op.adjoint() * y` is T^H y (GEMM and fold, detail::multiply_fold; the
+/// same for real scalars). rows() = output_numel, cols() = input_numel.
+/// Copies are cheap and share the weights. Made by make_operator(spec,
+/// weight).
 template <class ScalarType, int Rank>
 class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank>, ScalarType> {
  public:
@@ -198,13 +203,11 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// false, T^T (T^H if also `conjugated`) if true. Prefer make_operator.
   ConvOperator(const detail::Geometry<Rank>& geometry, detail::Vector<Scalar> weight, bool transposed)
       : transposed_(transposed) {
-    if (weight.size() != geometry.weight_numel())  // apply() reads weight_numel() of them
+    if (weight.size() != geometry.weight_numel())  // the products read weight_numel() of them
       detail::fail("ConvOperator: weight has ", weight.size(), " elements, but the geometry needs ",
                    geometry.weight_numel());
     auto state = std::make_shared<detail::OperatorState<Scalar, Rank>>();
     state->geometry = geometry;
-    state->has_table = detail::tap_table_fits(geometry);
-    if (state->has_table) state->table.assign(geometry, 0, geometry.output_spatial);
     state->weight = std::move(weight);
     if constexpr (Eigen::NumTraits<Scalar>::IsComplex) state->conjugate_weight = state->weight.conjugate();
     state_ = std::move(state);
@@ -224,24 +227,19 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
 
   /// Y = op X for `batch` samples: column j of X starts at x + j *
   /// x_stride (cols() contiguous entries), of Y at y + j * y_stride (rows()
-  /// entries, overwritten; no overlap with X). What `op * X` runs.
+  /// entries, overwritten; no overlap with X). What `op * X` runs, and
+  /// apply(x, y) with a batch of one: unfold and GEMM for T (and conj(T)),
+  /// GEMM and fold for T^T and T^H, a bounded workspace per thread.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = op x for one sample: x has cols() contiguous entries, y rows();
-  /// y is overwritten and must not overlap x. The building block of
-  /// `operator*`, for callers that manage their own buffers.
-  void apply(const Scalar* x, Scalar* y) const {
     const auto& state = *state_;
     const auto& g = state.geometry;
-    const Scalar* w = conjugated_ && !transposed_ ? state.conjugate_weight.data() : state.weight.data();
-    const auto kept = [&](Index p) { return std::pair(state.table.begin(p), state.table.end(p)); };
+    // conj(T) and T^H read the conjugated weights, T and T^T the weights.
+    const Scalar* w = conjugated_ ? state.conjugate_weight.data() : state.weight.data();
     if (!transposed_)
-      state.has_table ? detail::forward_over(g, kept, w, x, y) : detail::forward(g, w, x, y);
+      detail::unfold_multiply(g, w, x, x_stride, detail::whole_input(g), y, y_stride, batch, detail::whole_output(g));
     else
-      state.has_table ? detail::adjoint_over(g, kept, w, x, y, conjugated_)
-                      : detail::adjoint(g, w, x, y, conjugated_);
+      detail::multiply_fold(g, w, x, x_stride, y, y_stride, detail::whole_input(g), batch, detail::whole_output(g),
+                            true);
   }
 
  private:
@@ -301,18 +299,15 @@ class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, 
   /// The ConvOperator T it is the normal operator of.
   const ConvOperator<Scalar, Rank>& conv() const { return op_; }
 
-  /// Y = (T^H T + lambda I) X for `batch` columns (see ConvOperator::apply_batch).
+  /// Y = (T^H T + lambda I) X for `batch` columns (see
+  /// ConvOperator::apply_batch): T X for the whole batch, then T^H of it.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = (T^H T + lambda I) x for one contiguous vector (no overlap).
-  void apply(const Scalar* x, Scalar* y) const {
-    detail::Vector<Scalar> t(op_.rows());
-    op_.apply(x, t.data());
-    op_.adjoint().apply(t.data(), y);
+    detail::Matrix<Scalar> t(op_.rows(), batch);  // T X
+    op_.apply_batch(x, x_stride, t.data(), t.rows(), batch);
+    op_.adjoint().apply_batch(t.data(), t.rows(), y, y_stride, batch);
     if (lambda_ != RealScalar(0))
-      Eigen::Map<detail::Vector<Scalar>>(y, cols()) += lambda_ * Eigen::Map<const detail::Vector<Scalar>>(x, cols());
+      detail::ColumnsMap<Scalar>(y, cols(), batch, Eigen::OuterStride<>(y_stride)) +=
+          lambda_ * detail::ConstColumnsMap<Scalar>(x, cols(), batch, Eigen::OuterStride<>(x_stride));
   }
 
  private:
@@ -366,20 +361,18 @@ class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarTy
     return stacked;
   }
 
-  /// Y = A X for `batch` columns (see ConvOperator::apply_batch).
+  /// Y = A X for `batch` columns (see ConvOperator::apply_batch): T's
+  /// (or T^T's, T^H's) product on the whole batch, then the identity part.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = A x for one contiguous vector (no overlap).
-  void apply(const Scalar* x, Scalar* y) const {
-    using Map = Eigen::Map<detail::Vector<Scalar>>;
-    using ConstMap = Eigen::Map<const detail::Vector<Scalar>>;
-    op_.apply(x, y);
-    if (stacked_)  // [T x; s x]
-      Map(y + op_.rows(), op_.cols()) = scale_ * ConstMap(x, op_.cols());
-    else  // T' x_top + s x_bottom
-      Map(y, op_.rows()) += scale_ * ConstMap(x + op_.cols(), op_.rows());
+    using Map = detail::ColumnsMap<Scalar>;
+    using ConstMap = detail::ConstColumnsMap<Scalar>;
+    op_.apply_batch(x, x_stride, y, y_stride, batch);  // the first op_.rows() entries of each column
+    if (stacked_)  // [T X; s X]
+      Map(y + op_.rows(), op_.cols(), batch, Eigen::OuterStride<>(y_stride)) =
+          scale_ * ConstMap(x, op_.cols(), batch, Eigen::OuterStride<>(x_stride));
+    else  // T' X_top + s X_bottom
+      Map(y, op_.rows(), batch, Eigen::OuterStride<>(y_stride)) +=
+          scale_ * ConstMap(x + op_.cols(), op_.rows(), batch, Eigen::OuterStride<>(x_stride));
   }
 
  private:
@@ -402,7 +395,7 @@ TikhonovOperator<Scalar, Rank> tikhonov_operator(const ConvOperator<Scalar, Rank
 
 // Eigen's side of the recipe: the operators are "sparse" for Eigen's
 // expression machinery, and their product with a dense vector or matrix is
-// evaluated through apply().
+// evaluated through apply_batch() (detail::MatrixFreeProduct).
 namespace Eigen::internal {
 
 template <class Scalar, int Rank>

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <limits>
 
+#include "dense.hpp"  // detail::check_row_range
 #include "detail/geometry.hpp"
 #include "spec.hpp"
 
@@ -27,6 +28,16 @@ template <class Spec>
 Index conv_matrix_nonzeros(const Spec& spec) {
   const auto g = detail::geometry(spec);
   return g.nonzeros_between(0, g.output_numel());
+}
+
+/// The exact number of entries conv_matrix_sparse_rows(spec, weight,
+/// row_begin, row_end) stores: what a row block will cost, before it is
+/// built (to size its StorageIndex, or to split a matrix into blocks).
+template <class Spec>
+Index conv_matrix_nonzeros(const Spec& spec, Index row_begin, Index row_end) {
+  const auto g = detail::geometry(spec);
+  detail::check_row_range(row_begin, row_end, g.output_numel());
+  return g.nonzeros_between(row_begin, row_end);
 }
 
 /// Rows, columns, non-zeros and the bytes of the dense and sparse forms of

@@ -4,10 +4,13 @@
 // The sparse matrix T of a layer in compressed row form, built directly:
 // the exact number of non-zeros of every row is known from the geometry
 // before anything is allocated, so there is no triplet list and no sort.
+// Also the affine form [T b; 0 1] in compressed rows.
 #pragma once
 
 #include <Eigen/SparseCore>
+#include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "dense.hpp"
@@ -189,6 +192,52 @@ SparseMatrix<typename Derived::Scalar, StorageIndex> conv_transpose_matrix_spars
   detail::transposed_footprint<Scalar, StorageIndex>("the sparse matrix", g, plan)
       .check(detail::sparse_transpose_hint);
   return detail::build_transposed<StorageIndex>(g, w.data(), plan);
+}
+
+/// affine_matrix in compressed rows: [T b; 0 1] ((output_numel + 1) x
+/// (input_numel + 1)), the layer with bias as one linear map on [x; 1].
+/// Every row of T keeps its entries and gains its bias as its last entry
+/// (stored even where the bias is zero, as T stores zero weights); the
+/// last row holds the single 1.
+template <class StorageIndex = int, class Spec, class WeightDerived, class BiasDerived>
+SparseMatrix<typename WeightDerived::Scalar, StorageIndex> affine_matrix_sparse(
+    const Spec& spec, const Eigen::MatrixBase<WeightDerived>& weight, const Eigen::MatrixBase<BiasDerived>& bias) {
+  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  using Scalar = typename WeightDerived::Scalar;
+  const auto b = bias_vector(spec, bias);
+  SparseMatrix<Scalar, StorageIndex> t;
+  if constexpr (std::is_same_v<Spec, ConvSpec<Spec::rank>>)
+    t = conv_matrix_sparse<StorageIndex>(spec, weight);
+  else
+    t = conv_transpose_matrix_sparse<StorageIndex>(spec, weight);
+  const Index rows = t.rows(), cols = t.cols();
+  const Index nonzeros = detail::checked_add(t.nonZeros(), rows + 1, "the affine matrix's non-zero count");
+  detail::check_storage_index<StorageIndex>(nonzeros, "the affine matrix's non-zero count");
+  detail::check_storage_index<StorageIndex>(cols + 1, "the affine matrix's column count");
+  detail::check_storage_index<StorageIndex>(rows + 1, "the affine matrix's row count");
+
+  SparseMatrix<Scalar, StorageIndex> a(rows + 1, cols + 1);
+  a.resizeNonZeros(nonzeros);
+  const StorageIndex* t_outer = t.outerIndexPtr();
+  StorageIndex* outer = a.outerIndexPtr();
+  StorageIndex* inner = a.innerIndexPtr();
+  Scalar* values = a.valuePtr();
+  Index at = 0;
+  for (Index r = 0; r < rows; ++r) {
+    outer[r] = static_cast<StorageIndex>(at);
+    const Index begin = t_outer[r], length = t_outer[r + 1] - begin;
+    std::copy_n(t.innerIndexPtr() + begin, length, inner + at);
+    std::copy_n(t.valuePtr() + begin, length, values + at);
+    at += length;
+    inner[at] = static_cast<StorageIndex>(cols);
+    values[at++] = b(r);
+  }
+  outer[rows] = static_cast<StorageIndex>(at);
+  inner[at] = static_cast<StorageIndex>(cols);
+  values[at++] = Scalar(1);
+  outer[rows + 1] = static_cast<StorageIndex>(at);
+  CONVMAT_ASSERT(at == nonzeros, "affine matrix filled to its predicted non-zero count");
+  return a;
 }
 
 }  // namespace convmat

@@ -11,6 +11,8 @@
 #include <optional>
 #include <ostream>
 #include <string_view>
+#include <tuple>
+#include <utility>
 
 #include "detail/checked.hpp"
 #include "error.hpp"
@@ -87,6 +89,42 @@ inline Index window_extent(Index kernel, Index dilation) {
 
 }  // namespace detail
 
+/// Which side takes the odd element when a total padding is split in two:
+/// ONNX's auto_pad=SAME_UPPER (TensorFlow's padding='SAME', PyTorch's
+/// padding='same') puts it on the high side (the end), SAME_LOWER on the
+/// low side (the beginning).
+enum class SamePadding { upper, lower };
+
+namespace detail {
+
+/// Splits `total` padding elements into (begin, end) as `odd` says.
+inline std::pair<Index, Index> split_padding(Index total, SamePadding odd) {
+  const Index small = total / 2, large = total - small;
+  return odd == SamePadding::upper ? std::pair<Index, Index>{small, large} : std::pair<Index, Index>{large, small};
+}
+
+/// ONNX's auto_pad SAME_UPPER / SAME_LOWER for any stride: the padding
+/// that makes the output ceil(input / stride) long, per dimension. The total
+/// is max((ceil(D / s) - 1) * s + dilation * (K - 1) + 1 - D, 0), split as
+/// `odd` says. Sets `begin` and `end`.
+template <int Rank>
+void same_padding(const std::array<Index, Rank>& input, const std::array<Index, Rank>& kernel,
+                  const std::array<Index, Rank>& stride, const std::array<Index, Rank>& dilation, SamePadding odd,
+                  std::array<Index, Rank>& begin, std::array<Index, Rank>& end) {
+  require_positive<Rank>(input, "input_size");
+  require_positive<Rank>(kernel, "kernel_size");
+  require_positive<Rank>(stride, "stride");
+  require_positive<Rank>(dilation, "dilation");
+  for (int d = 0; d < Rank; ++d) {
+    const Index outputs = (input[d] - 1) / stride[d] + 1;  // ceil(D / s)
+    const Index reach = checked_add(checked_mul(outputs - 1, stride[d], "(ceil(input_size / stride) - 1) * stride"),
+                                    window_extent(kernel[d], dilation[d]), "the padded extent");
+    std::tie(begin[d], end[d]) = split_padding(reach > input[d] ? reach - input[d] : 0, odd);
+  }
+}
+
+}  // namespace detail
+
 /// The shape of a convolution layer of `Rank` spatial dimensions, with
 /// PyTorch's fields and defaults. Input (in_channels, input_size...) maps to
 /// output (out_channels, output_size()...); weights are laid out
@@ -140,6 +178,24 @@ struct ConvSpec {
       begin[d] = total / 2;
       end[d] = total - begin[d];
     }
+    return set_padding(begin, end);
+  }
+
+  /// ONNX's auto_pad=SAME_UPPER (TensorFlow's padding='SAME') for any
+  /// stride: output_size = ceil(input_size / stride). The total padding
+  /// max((ceil(D / s) - 1) * s + dilation * (K - 1) + 1 - D, 0) is split with
+  /// the extra element on the high side; with stride 1 this is PyTorch's
+  /// 'same'. Set input_size, kernel_size, stride and dilation first.
+  ConvSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+
+  /// ONNX's auto_pad=SAME_LOWER: as set_padding_same_upper(), with the extra
+  /// element on the low side.
+  ConvSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  ConvSpec& set_padding_same(SamePadding odd) {
+    std::array<Index, Rank> begin{}, end{};
+    detail::same_padding<Rank>(input_size, kernel_size, stride, dilation, odd, begin, end);
     return set_padding(begin, end);
   }
 
@@ -236,10 +292,14 @@ struct ConvSpec {
   }
 };
 
-/// The shape of a transposed convolution (PyTorch's ConvTranspose{1,2,3}d):
-/// the adjoint of the ConvSpec with the same stride, padding, dilation and
-/// groups, taking output_size() back to input_size. Weights are laid out
-/// (in_channels, out_channels / groups, kernel_size...). Padding is zeros.
+/// The shape of a transposed convolution (PyTorch's ConvTranspose{1,2,3}d,
+/// ONNX's ConvTranspose): the adjoint of the ConvSpec with the same stride,
+/// padding, dilation and groups, taking output_size() back to input_size.
+/// Weights are laid out (in_channels, out_channels / groups, kernel_size...).
+/// Padding is zeros. Padding removes output elements: `padding` from the
+/// low side, padding_end (when set, ONNX's asymmetric pads) from the high
+/// side; only the low side moves the kernel taps, the high side only
+/// shortens the output.
 template <int Rank>
 struct ConvTransposeSpec {
   static_assert(Rank >= 1, "convmat: a convolution has at least one spatial dimension");
@@ -250,15 +310,66 @@ struct ConvTransposeSpec {
   std::array<Index, Rank> input_size = detail::filled<Rank>(0);   ///< must be set
   std::array<Index, Rank> kernel_size = detail::filled<Rank>(0);  ///< must be set
   std::array<Index, Rank> stride = detail::filled<Rank>(1);
+  /// Output elements removed on the low side (and on the high side unless
+  /// padding_end is set): PyTorch's symmetric `padding`.
   std::array<Index, Rank> padding = detail::filled<Rank>(0);
+  /// Output elements removed on the high side, when it differs.
+  std::optional<std::array<Index, Rank>> padding_end;
   /// Extra size on the high side of the output; smaller than stride or dilation.
   std::array<Index, Rank> output_padding = detail::filled<Rank>(0);
   std::array<Index, Rank> dilation = detail::filled<Rank>(1);
   Index groups = 1;
 
+  std::array<Index, Rank> pad_begin() const { return padding; }
+  std::array<Index, Rank> pad_end() const { return padding_end.value_or(padding); }
+
+  /// Sets asymmetric padding: `begin` on the low side, `end` on the high side.
+  ConvTransposeSpec& set_padding(const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end) {
+    padding = begin;
+    padding_end = end;
+    return *this;
+  }
+
+  /// The padding that gives an output of `wanted` size (ONNX's
+  /// ConvTranspose `output_shape`): per dimension the total
+  /// stride * (D - 1) + output_padding + dilation * (K - 1) + 1 - wanted,
+  /// split as `odd` says. ONNX puts the odd element at the beginning
+  /// (SamePadding::lower) unless auto_pad is SAME_UPPER. spec_error if
+  /// `wanted` is larger than the output without padding. Set input_size,
+  /// kernel_size, stride, dilation and output_padding first.
+  ConvTransposeSpec& set_output_size(const std::array<Index, Rank>& wanted, SamePadding odd = SamePadding::lower) {
+    detail::require_positive<Rank>(wanted, "output size");
+    padding = detail::filled<Rank>(0);
+    padding_end.reset();
+    const auto unpadded = checked_output_size();
+    std::array<Index, Rank> begin{}, end{};
+    for (int d = 0; d < Rank; ++d) {
+      if (wanted[d] > unpadded[d])
+        detail::fail("the wanted output size ", wanted, " is larger than the transposed convolution gives without ",
+                     "padding: input_size=", input_size, ", kernel_size=", kernel_size, ", stride=", stride,
+                     ", dilation=", dilation, ", output_padding=", output_padding, " give output ", unpadded);
+      std::tie(begin[d], end[d]) = detail::split_padding(unpadded[d] - wanted[d], odd);
+    }
+    return set_padding(begin, end);
+  }
+
+  /// ONNX's ConvTranspose auto_pad=SAME_UPPER: output_size = input_size *
+  /// stride, the odd padding element on the high side.
+  ConvTransposeSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+  /// auto_pad=SAME_LOWER: the same output size, the odd element on the low side.
+  ConvTransposeSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  ConvTransposeSpec& set_padding_same(SamePadding odd) {
+    detail::require_positive<Rank>(input_size, "input_size");
+    detail::require_positive<Rank>(stride, "stride");
+    std::array<Index, Rank> wanted{};
+    for (int d = 0; d < Rank; ++d) wanted[d] = detail::checked_mul(input_size[d], stride[d], "input_size * stride");
+    return set_output_size(wanted, odd);
+  }
+
   void validate() const { (void)checked_output_size(); }
 
-  /// (D - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1.
+  /// (D - 1) * stride - pad_begin - pad_end + dilation * (K - 1) + output_padding + 1.
   std::array<Index, Rank> output_size() const { return checked_output_size(); }
 
   Index input_spatial() const {
@@ -286,7 +397,9 @@ struct ConvTransposeSpec {
     detail::require_positive<Rank>(kernel_size, "kernel_size");
     detail::require_positive<Rank>(stride, "stride");
     detail::require_positive<Rank>(dilation, "dilation");
-    detail::require_non_negative<Rank>(padding, "padding");
+    const auto begin = pad_begin(), end = pad_end();
+    detail::require_non_negative<Rank>(begin, padding_end ? "padding (begin)" : "padding");
+    detail::require_non_negative<Rank>(end, "padding_end");
     detail::require_non_negative<Rank>(output_padding, "output_padding");
     std::array<Index, Rank> out{};
     bool positive = true;
@@ -298,13 +411,18 @@ struct ConvTransposeSpec {
       const Index extent = detail::window_extent(kernel_size[d], dilation[d]);
       out[d] = detail::checked_add(detail::checked_add(grown, extent, "output size"), output_padding[d],
                                    "output size") -
-               detail::checked_mul(2, padding[d], "2 * padding");
+               detail::checked_add(begin[d], end[d], "pad_begin + pad_end");
       positive = positive && out[d] >= 1;
     }
-    if (!positive)
+    if (!positive) {
+      if (padding_end)
+        detail::fail("padding leaves no output: input_size=", input_size, ", kernel_size=", kernel_size,
+                     ", stride=", stride, ", padding=", begin, ", padding_end=", end, ", dilation=", dilation,
+                     ", output_padding=", output_padding, " give output ", out);
       detail::fail("padding leaves no output: input_size=", input_size, ", kernel_size=", kernel_size,
                    ", stride=", stride, ", padding=", padding, ", dilation=", dilation,
                    ", output_padding=", output_padding, " give output ", out);
+    }
     return out;
   }
 };

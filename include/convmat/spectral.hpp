@@ -1,235 +1,131 @@
 // convmat — the matrix of a convolution layer.
 // SPDX-License-Identifier: MIT
 //
-// Singular values of T. spectral_norm: the largest, by power iteration on
-// the matrix-free operator, for any layer. singular_values: all of them —
-// exactly and fast through the FFT when T is block-circulant (circular
-// padding, stride 1, output size equal to input size: per frequency, the
-// singular values of one small C_out x C_in matrix, after Sedghi, Gupta and
-// Long, "The Singular Values of Convolutional Layers", ICLR 2019), and
-// through an SVD of the dense matrix otherwise.
+// Singular values of T, for layers of any size:
 //
-// The SVD (of the dense matrix, and of each frequency's small matrix) is
-// Householder bidiagonalisation followed by the eigenvalues of the
-// Golub-Kahan tridiagonal matrix by symmetric QR, LAPACK's way without
-// vectors. Not Eigen's BDCSVD: convolution matrices have highly repeated
-// singular values (every symmetry of the layer repeats them), and there
-// Eigen 3.4.0's BDCSVD returns wrong values — for the circular 1-channel
-// layer input (5, 7), kernel (1, 3), dilation (3, 1), padding (0, 1),
-// weights (0.3, -0.7, 0.2), off by 0.11 where the largest is 1.15
-// (tests/test_spectral.cpp keeps that case). Not JacobiSVD either: right,
-// but 250 times slower at 1024 x 1024.
+//   - spectral_norm: the largest, by block Golub-Kahan-Lanczos on the
+//     matrix-free operator (detail/lanczos.hpp), with the residual reached;
+//   - singular_values(spec, w, k): the k largest, the same way — or exactly
+//     by the FFT when T is block-circulant;
+//   - singular_values(spec, w): all of them, exactly by the FFT when T is
+//     block-circulant, else by an SVD of the dense matrix (detail/svd.hpp);
+//   - spectral_norm_bound: a certified bracket lower <= ||T||_2 <= upper for
+//     every padding mode and stride, the upper bound by the FFT of the
+//     circulant layer T is a piece of (detail/circulant.hpp).
 #pragma once
 
 #include <Eigen/Core>
-#include <Eigen/Eigenvalues>
-#include <Eigen/SVD>
-#include <unsupported/Eigen/FFT>
 #include <algorithm>
 #include <cmath>
-#include <complex>
 #include <cstdint>
-#include <functional>
-#include <random>
+#include <limits>
 #include <type_traits>
-#include <utility>
-#include <vector>
 
 #include "dense.hpp"
 #include "detail/arguments.hpp"
+#include "detail/circulant.hpp"
 #include "detail/geometry.hpp"
-#include "detail/parallel.hpp"
+#include "detail/lanczos.hpp"
+#include "detail/svd.hpp"
 #include "limits.hpp"
 #include "operator.hpp"
 #include "spec.hpp"
 
 namespace convmat {
 
-/// How spectral_norm iterates.
+/// How the Lanczos iteration of spectral_norm, singular_values(spec, w, k),
+/// largest_singular_values and spectral_norm_bound runs. Every field's
+/// default (0) picks a value that suits the call.
 struct SpectralNormOptions {
-  /// Stop when |T^H T v - mu v| <= tolerance * mu for the unit vector v and
-  /// its Rayleigh quotient mu = |T v|^2 (mu is then accurate to about
-  /// tolerance^2), or when mu has stalled: it grew by at most tolerance^2 *
-  /// mu in one step (close singular values slow the vector down long after
-  /// the value has settled). 0 (the default) means sqrt(epsilon) of the
-  /// scalar's real type: 1.5e-8 for double, 3.5e-4 for float.
+  /// Converged when every wanted singular triplet (sigma, u, v) has
+  /// |T^H u - sigma v| <= tolerance * sigma_1 and |T v - sigma u| as small,
+  /// both measured with the final vectors: each value is then within
+  /// tolerance * sigma_1 of a singular value of T. 0: 1e-10 in double,
+  /// 1e-5 in float (about where float products stop being exact enough).
   double tolerance = 0;
-  /// The most products with T^H T before giving up (converged = false).
-  Index max_iterations = 1000;
-  /// Seed of the random start vector; the result is deterministic.
+  /// The most products with T (each paired with one with T^H) before
+  /// giving up (converged = false). 0: 1000 + 100 k for k values.
+  Index max_iterations = 0;
+  /// Vectors added per Lanczos step. Any block finds every copy of a
+  /// repeated value: once the wanted values have converged, a fresh start
+  /// orthogonal to them looks for copies that were missed. 0: 1, which took
+  /// the fewest products on every layer measured (k = 6 of a 16384-column
+  /// layer: 330-460 products with 1, 390-620 with 2, 700-1200 with 4).
+  Index block_size = 0;
+  /// The most basis vectors kept before a restart. 0: max(40, 3 k + 2 b).
+  Index basis_size = 0;
+  /// Seed of the random starting block; the result is deterministic.
   std::uint64_t seed = 2019;
 };
 
 /// What spectral_norm found.
 template <class Real>
 struct SpectralNorm {
-  Real value = 0;          ///< the estimate of the largest singular value (never above it, up to rounding)
-  bool converged = false;  ///< whether the tolerance was met within max_iterations
-  Index iterations = 0;    ///< products with T^H T performed
+  Real value = 0;          ///< the largest Ritz value: never above ||T||, up to rounding
+  bool converged = false;  ///< whether `residual` met the tolerance within max_iterations
+  Index iterations = 0;    ///< products with T performed (as many with T^H)
+  Real residual = 0;       ///< max(|T^H u - value v|, |T v - value u|) / value, measured
+};
+
+/// The k largest singular values of an operator, with what the iteration reached.
+template <class Real>
+struct SingularValues {
+  /// Descending: the k asked for, or fewer when max_iterations stopped the
+  /// iteration before its basis held k vectors (converged is then false).
+  detail::Vector<Real> values;
+  detail::Vector<Real> residuals;  ///< of each value's triplet, measured (absolute)
+  bool converged = false;          ///< all k found, every residual <= tolerance * values(0)
+  Index iterations = 0;            ///< products with T performed (as many with T^H)
+};
+
+/// A certified bracket of the spectral norm: lower <= ||T||_2 <= upper.
+template <class Real>
+struct SpectralNormBound {
+  Real lower = 0;  ///< |T v| for a unit vector v (the Lanczos estimate's): always <= ||T||
+  Real upper = 0;  ///< by the FFT of the circulant layer T is part of: always >= ||T||
+  bool converged = false;  ///< whether the Lanczos estimate behind `lower` converged
+  Index iterations = 0;    ///< products with T it took
 };
 
 namespace detail {
 
+/// The Lanczos settings for k values of a layer of scalar type Scalar.
 template <class Scalar>
-void fill_random(Vector<Scalar>& v, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal;
-  for (Index i = 0; i < v.size(); ++i) {
-    if constexpr (Eigen::NumTraits<Scalar>::IsComplex)
-      v(i) = Scalar(normal(rng), normal(rng));
-    else
-      v(i) = static_cast<Scalar>(normal(rng));
-  }
-}
-
-/// Power iteration on T^H T for any ConvOperator.
-template <class Scalar, int Rank>
-SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> power_iteration(const ConvOperator<Scalar, Rank>& op,
-                                                                      const SpectralNormOptions& options) {
+LanczosSettings lanczos_settings(const SpectralNormOptions& options, Index k, const char* caller) {
+  if (!(options.tolerance >= 0) || !std::isfinite(options.tolerance) || options.max_iterations < 0 ||
+      options.block_size < 0 || options.basis_size < 0)
+    fail(caller, ": tolerance must be finite and non-negative, and max_iterations, block_size and basis_size "
+                 "not negative: tolerance=", options.tolerance, ", max_iterations=", options.max_iterations,
+         ", block_size=", options.block_size, ", basis_size=", options.basis_size);
   using Real = typename Eigen::NumTraits<Scalar>::Real;
-  if (!(options.tolerance >= 0) || options.max_iterations < 1)
-    fail("spectral_norm: tolerance must be non-negative and max_iterations positive: tolerance=",
-         options.tolerance, ", max_iterations=", options.max_iterations);
-  const Real tolerance = options.tolerance > 0 ? static_cast<Real>(options.tolerance)
-                                               : std::sqrt(Eigen::NumTraits<Real>::epsilon());
-  const auto adjoint = op.adjoint();
-  Vector<Scalar> v(op.cols()), u(op.rows()), z(op.cols());
-  fill_random(v, options.seed);
-  v.normalize();
-  SpectralNorm<Real> result;
-  Real previous = -1;
-  while (result.iterations < options.max_iterations) {
-    ++result.iterations;
-    op.apply(v.data(), u.data());
-    adjoint.apply(u.data(), z.data());
-    const Real mu = u.squaredNorm();  // Rayleigh quotient v^H T^H T v
-    result.value = std::sqrt(mu);
-    const Real z_norm = z.norm();
-    if (z_norm == Real(0) ||  // T v = 0: T is zero (a random v is in no smaller null space)
-        (z - mu * v).norm() <= tolerance * mu || std::abs(mu - previous) <= tolerance * tolerance * mu) {
-      result.converged = true;
-      break;
-    }
-    previous = mu;
-    v = z / z_norm;
-  }
-  return result;
+  LanczosSettings s;
+  s.wanted = k;
+  s.tolerance = options.tolerance > 0 ? options.tolerance : std::is_same_v<Real, float> ? 1e-5 : 1e-10;
+  s.max_products = options.max_iterations > 0 ? options.max_iterations : 1000 + 100 * k;
+  s.block = options.block_size > 0 ? options.block_size : 1;
+  s.basis = options.basis_size > 0 ? options.basis_size : std::max<Index>(40, 3 * k + 2 * s.block);
+  s.seed = options.seed;
+  return s;
 }
 
-/// All singular values of `a`, descending: Householder bidiagonalisation
-/// B = U^H a V, then the eigenvalues +-sigma of the Golub-Kahan tridiagonal
-/// matrix [0 B; B^T 0] (zero diagonal; d0, e0, d1, e1, ... beside it) by
-/// symmetric QR. Each is accurate to about epsilon * sigma_max, repeated
-/// or not; O(m n^2) for the bidiagonalisation, O(n^2) after it.
 template <class Scalar>
-Vector<typename Eigen::NumTraits<Scalar>::Real> svd_values(Matrix<Scalar> a) {
-  using Real = typename Eigen::NumTraits<Scalar>::Real;
-  if (a.rows() < a.cols()) a = a.adjoint().eval();  // the same singular values, tall
-  const Index n = a.cols();
-  if (n == 0) return Vector<Real>();
-  const Eigen::internal::UpperBidiagonalization<Matrix<Scalar>> bidiagonalisation(a);
-  auto b = bidiagonalisation.bidiagonal();  // real, upper bidiagonal (a copy: 2n numbers)
-  // The QR iteration runs in at least double precision: in float it can
-  // stall on the zero diagonal of large Golub-Kahan matrices.
-  using Work = std::common_type_t<Real, double>;
-  const Vector<Work> diagonal = Vector<Work>::Zero(2 * n);
-  Vector<Work> beside(2 * n - 1);
-  for (Index i = 0; i < n; ++i) {
-    beside(2 * i) = static_cast<Work>(b.template diagonal<0>()(i));
-    if (i + 1 < n) beside(2 * i + 1) = static_cast<Work>(b.template diagonal<1>()(i));
-  }
-  Eigen::SelfAdjointEigenSolver<Matrix<Work>> eigen;
-  eigen.computeFromTridiagonal(diagonal, beside, Eigen::EigenvaluesOnly);
-  if (eigen.info() != Eigen::Success)
-    fail("singular_values: the symmetric QR iteration did not converge on a ", a.rows(), " x ", n, " matrix");
-  // Ascending +-sigma: the top n, descending.
-  return eigen.eigenvalues().tail(n).reverse().cwiseMax(Work(0)).template cast<Real>();
+SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> spectral_norm_of(const LanczosResult<Scalar>& r) {
+  SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> n;
+  n.value = r.values(0);
+  n.converged = r.converged;
+  n.iterations = r.products;
+  n.residual = n.value > 0 ? r.residuals(0) / n.value : r.residuals(0);
+  return n;
 }
 
-/// Whether the convolution `g` is block-circulant: circular padding,
-/// stride 1 and output size equal to input size in every axis. Then output
-/// o reads input (o + s_k) mod N through tap k, with s_k what output 0 reads.
+/// The circulant model of a layer (detail/circulant.hpp).
 template <int Rank>
-bool block_circulant(const Geometry<Rank>& g, const ConvSpec<Rank>& spec) {
-  if (g.mode != PaddingMode::circular) return false;
-  for (int d = 0; d < Rank; ++d)
-    if (spec.stride[d] != 1 || g.output_size[d] != g.input_size[d]) return false;
-  return true;
+CirculantModel<Rank> circulant_model_of(const ConvSpec<Rank>& spec) {
+  return circulant_model<Rank>(conv_axes(spec), spec.in_channels, spec.out_channels, spec.groups);
 }
-
-/// The multi-dimensional DFT of `data` (C-order, extents `sizes`) in
-/// place, one axis after the other, with Eigen's FFT.
-template <int Rank, class Real>
-void fft_in_place(std::complex<Real>* data, const std::array<Index, Rank>& sizes, Eigen::FFT<Real>& fft,
-                  std::vector<std::complex<Real>>& in, std::vector<std::complex<Real>>& out) {
-  Index stride = 1, total = 1;
-  for (Index s : sizes) total *= s;
-  for (int d = Rank - 1; d >= 0; --d) {
-    const Index n = sizes[d];
-    if (n > 1) {
-      in.resize(static_cast<std::size_t>(n));
-      out.resize(static_cast<std::size_t>(n));
-      // Lines along axis d start at every index whose coordinate d is 0.
-      for (Index outer = 0; outer < total; outer += n * stride)
-        for (Index inner = 0; inner < stride; ++inner) {
-          std::complex<Real>* line = data + outer + inner;
-          for (Index i = 0; i < n; ++i) in[static_cast<std::size_t>(i)] = line[i * stride];
-          fft.fwd(out.data(), in.data(), n);
-          for (Index i = 0; i < n; ++i) line[i * stride] = out[static_cast<std::size_t>(i)];
-        }
-    }
-    stride *= n;
-  }
-}
-
-/// All singular values of a block-circulant convolution, unsorted: for
-/// every group and frequency f, those of the (C_out / groups) x (C_in /
-/// groups) matrix M_f[a, b] = DFT of the (a, b) kernel, wrapped onto the
-/// input grid at the shifts the geometry gives output 0, at f.
-template <int Rank, class Scalar>
-Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const Geometry<Rank>& g, const Scalar* w) {
-  using Real = typename Eigen::NumTraits<Scalar>::Real;
-  using Complex = std::complex<Real>;
-  // The small matrices are decomposed in at least double precision: cheap
-  // at their size, and it keeps float layers off Eigen's complex<float>
-  // SSE paths, which load a complex<float> as a double (UBSan: misaligned).
-  using Work = std::common_type_t<Real, double>;
-  using WorkMatrix = Eigen::Matrix<std::complex<Work>, Eigen::Dynamic, Eigen::Dynamic>;
-  const Index n = g.input_spatial, cog = g.out_per_group(), cig = g.in_per_group(), kn = g.kernel_numel;
-  const Index pairs = g.out_channels * cig;
-  const Index per_frequency = std::min(cog, cig);
-  const Index count = checked_mul(checked_mul(n, g.groups, "singular value count"), per_frequency,
-                                  "singular value count");
-
-  // The spectrum of every (output channel, input channel of its group) pair.
-  std::vector<Tap> taps;
-  g.taps_at(0, taps);  // (offset of output 0's input, tap): the shifts
-  std::vector<Complex> spectra(static_cast<std::size_t>(checked_mul(pairs, n, "spectra size")));
-  parallel_chunks(0, pairs, 16, [&](Index begin, Index end) {
-    Eigen::FFT<Real> fft;
-    std::vector<Complex> in, out;
-    for (Index pair = begin; pair < end; ++pair) {
-      Complex* h = spectra.data() + pair * n;
-      const Scalar* w_pair = w + pair * kn;
-      for (const Tap& t : taps) h[t.offset] += Complex(w_pair[t.tap]);
-      fft_in_place<Rank>(h, g.input_size, fft, in, out);
-    }
-  });
-
-  // Per group and frequency, the singular values of the small matrix.
-  Vector<Real> values(count);
-  const Index blocks = g.groups * n;  // block b: group b / n, frequency b % n
-  parallel_chunks(0, blocks, 64, [&](Index begin, Index end) {
-    WorkMatrix m(cog, cig);
-    for (Index b = begin; b < end; ++b) {
-      const Index group = b / n, f = b % n;
-      for (Index a = 0; a < cog; ++a)
-        for (Index c = 0; c < cig; ++c)
-          m(a, c) = std::complex<Work>(spectra[static_cast<std::size_t>(((group * cog + a) * cig + c) * n + f)]);
-      values.segment(b * per_frequency, per_frequency) = svd_values(m).template cast<Real>();
-    }
-  });
-  return values;
+template <int Rank>
+CirculantModel<Rank> circulant_model_of(const ConvTransposeSpec<Rank>& spec) {
+  return circulant_model<Rank>(conv_axes(spec), spec.out_channels, spec.in_channels, spec.groups);
 }
 
 /// All singular values of the geometry's matrix, descending, by svd_values
@@ -243,29 +139,72 @@ Vector<typename Eigen::NumTraits<Scalar>::Real> dense_singular_values(const Geom
   return svd_values(std::move(t));
 }
 
+template <class Spec>
+void check_wanted(const Spec& spec, Index k) {
+  const Index most = std::min(spec.output_numel(), spec.input_numel());
+  if (k < 1 || k > most)
+    fail("singular_values: k must be between 1 and min(output_numel, input_numel) = ", most, ", not ", k);
+}
+
 template <class Real>
-Vector<Real> sorted_descending(Vector<Real> values) {
-  std::sort(values.data(), values.data() + values.size(), std::greater<Real>());
-  return values;
+detail::Vector<Real> converged_values(const SingularValues<Real>& r, const SpectralNormOptions& options,
+                                      const char* what) {
+  if (!r.converged) {
+    const Real worst = r.residuals.size() ? r.residuals.maxCoeff() : Real(0);
+    fail_convergence("singular_values: the ", r.values.size(), " largest singular values of ", what,
+                     " did not converge in ", r.iterations, " products: the largest residual is ",
+                     r.values.size() && r.values(0) > 0 ? worst / r.values(0) : worst,
+                     " of sigma_1, the tolerance ",
+                     options.tolerance > 0 ? options.tolerance : std::is_same_v<Real, float> ? 1e-5 : 1e-10,
+                     "; raise SpectralNormOptions::max_iterations or the tolerance, or call "
+                     "largest_singular_values for the estimates as they are");
+  }
+  return r.values;
+}
+
+/// The certified upper bound of ||T|| from the circulant model: ||P|| times
+/// the largest frequency norm, computed in double, raised by a margin
+/// that covers the rounding of the FFT and the eigenvalue solver.
+template <int Rank, class Scalar>
+double circulant_upper_bound(const CirculantModel<Rank>& model, const Scalar* w) {
+  const double norm = circulant_norm(model, w);
+  double log_grid = 0;
+  for (Index n : model.grid) log_grid += std::log2(static_cast<double>(n) + 1);
+  const double terms = static_cast<double>(model.columns_per_group() + model.out_per_group() +
+                                           static_cast<Index>(model.tap_shift.size())) + log_grid;
+  const double margin = 64 * std::numeric_limits<double>::epsilon() * terms;
+  return model.padding_norm * norm * (1 + margin);
 }
 
 }  // namespace detail
 
-/// Whether singular_values(spec, weight) takes the exact FFT path: circular
-/// padding, stride 1 and output_size() == input_size in every dimension
-/// (any kernel, dilation, padding split, channels and groups).
-template <int Rank>
-bool is_block_circulant(const ConvSpec<Rank>& spec) {
-  return detail::block_circulant(detail::geometry(spec), spec);
+/// The k largest singular values of any matrix-free operator `op` (a
+/// ConvOperator, or anything with rows(), cols(), adjoint() and
+/// apply_batch(x, x_stride, y, y_stride, batch)) by block Golub-Kahan-
+/// Lanczos bidiagonalisation with full reorthogonalisation and thick
+/// restarts, with the residuals reached. Never throws for convergence:
+/// see `converged`.
+template <class Operator>
+SingularValues<typename Eigen::NumTraits<typename Operator::Scalar>::Real> largest_singular_values(
+    const Operator& op, Index k, const SpectralNormOptions& options = {}) {
+  using Scalar = typename Operator::Scalar;
+  const Index most = std::min(op.rows(), op.cols());
+  if (k < 1 || k > most)
+    detail::fail("largest_singular_values: k must be between 1 and min(rows, cols) = ", most, ", not ", k);
+  const auto r = detail::block_lanczos(op, detail::lanczos_settings<Scalar>(options, k, "largest_singular_values"));
+  return {r.values, r.residuals, r.converged, r.products};
 }
 
 /// The largest singular value of the layer's matrix T (its spectral norm,
-/// the layer's Lipschitz constant in the 2-norm) by power iteration on
-/// T^H T with the matrix-free operator: any spec, any size.
+/// the layer's Lipschitz constant in the 2-norm), by block Lanczos on the
+/// matrix-free operator: any spec, any size. Clustered and repeated top
+/// values converge as isolated ones do; `residual` says what was reached.
 template <int Rank, class Derived>
 SpectralNorm<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
-  return detail::power_iteration(make_operator(spec, weight), options);
+  using Scalar = typename Derived::Scalar;
+  return detail::spectral_norm_of(
+      detail::block_lanczos(make_operator(spec, weight), detail::lanczos_settings<Scalar>(options, 1, "spectral_norm")));
 }
 
 /// The largest singular value of a transposed layer's matrix (the same as
@@ -274,22 +213,35 @@ template <int Rank, class Derived>
 SpectralNorm<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight,
     const SpectralNormOptions& options = {}) {
-  return detail::power_iteration(make_operator(spec, weight), options);
+  using Scalar = typename Derived::Scalar;
+  return detail::spectral_norm_of(
+      detail::block_lanczos(make_operator(spec, weight), detail::lanczos_settings<Scalar>(options, 1, "spectral_norm")));
+}
+
+/// Whether the layer's matrix is block-circulant, so singular_values takes
+/// the exact FFT path: circular padding and, in every dimension, a stride
+/// that divides the input with output_size == input_size / stride (with
+/// stride 1: the size kept), any kernel, dilation, padding split,
+/// channels and groups.
+template <int Rank>
+bool is_block_circulant(const ConvSpec<Rank>& spec) {
+  spec.validate();
+  return spec.padding_mode == PaddingMode::circular && detail::circulant_model_of(spec).exact;
 }
 
 /// All singular values of the layer's matrix T, descending: min(output_numel,
 /// input_numel) of them, as a vector of the weights' real type. When
 /// is_block_circulant(spec), exactly through the FFT in O(C_out C_in N log N
 /// + N groups (C/groups)^3) for N spatial positions; otherwise by an SVD of
-/// the dense matrix (O(m n^2)), which max_dense_bytes() guards
-/// (spec_error if too large).
+/// the dense matrix (O(m n^2)). Both are held to max_dense_bytes()
+/// (memory_limit_error beyond it).
 template <int Rank, class Derived>
 detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
-  if (detail::block_circulant(g, spec))
-    return detail::sorted_descending(detail::circulant_singular_values(g, w.data()));
+  if (is_block_circulant(spec))
+    return detail::sorted_descending(detail::circulant_singular_values(detail::circulant_model_of(spec), w.data()));
   return detail::sorted_descending(detail::dense_singular_values(g, w.data()));
 }
 
@@ -301,6 +253,70 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
   return detail::sorted_descending(detail::dense_singular_values(g, w.data()));
+}
+
+/// The k largest singular values of the layer's matrix T, descending, for
+/// a layer of any size: exactly by the FFT when is_block_circulant(spec)
+/// (and its spectra fit in max_dense_bytes()), else by
+/// largest_singular_values on the matrix-free operator. Throws
+/// convergence_error if those did not converge within
+/// options.max_iterations (largest_singular_values returns them as they are).
+template <int Rank, class Derived>
+detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+    const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
+    const SpectralNormOptions& options = {}) {
+  detail::check_wanted(spec, k);
+  const auto w = detail::weight_view(weight, spec.weight_numel(), detail::conv_weight_layout);
+  if (is_block_circulant(spec)) {
+    const auto model = detail::circulant_model_of(spec);
+    if (detail::circulant_values_fit<typename Derived::Scalar>(model))  // else the iteration: it needs the operator only
+      return detail::sorted_descending(detail::circulant_singular_values(model, w.data())).head(k).eval();
+  }
+  return detail::converged_values(largest_singular_values(make_operator(spec, w), k, options), options, "the layer");
+}
+
+/// The k largest singular values of a transposed layer's matrix, by
+/// largest_singular_values on its operator (convergence_error if they did
+/// not converge).
+template <int Rank, class Derived>
+detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+    const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
+    const SpectralNormOptions& options = {}) {
+  detail::check_wanted(spec, k);
+  return detail::converged_values(largest_singular_values(make_operator(spec, weight), k, options), options,
+                                  "the transposed layer");
+}
+
+/// A certified bracket lower <= ||T||_2 <= upper for every padding mode,
+/// stride, dilation and group count, and for transposed layers: `upper`
+/// is ||P|| times the norm of the circulant convolution T is a restriction
+/// of (exact by the FFT; P the padding operator, of norm 1 for zeros and
+/// for circular padding whose strides divide the input), raised by a
+/// rounding margin; `lower` is |T v| for the unit vector v of the Lanczos
+/// estimate. Everything runs in double (a float layer's weights are exact
+/// in it), so the bracket holds for the weights as given.
+template <class Spec, class Derived>
+SpectralNormBound<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm_bound(
+    const Spec& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
+  using Real = typename Eigen::NumTraits<typename Derived::Scalar>::Real;
+  using Work = std::conditional_t<Eigen::NumTraits<typename Derived::Scalar>::IsComplex, std::complex<double>, double>;
+  const detail::Vector<Work> w = detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec)).template cast<Work>();
+  const auto op = make_operator(spec, w);
+  const auto lanczos = detail::block_lanczos(op, detail::lanczos_settings<Work>(options, 1, "spectral_norm_bound"));
+  SpectralNormBound<Real> bound;
+  const double lower = lanczos.image_norms(0) / lanczos.right.col(0).norm();
+  // Lowered past the rounding of the product |T v| (relative 1e-12 covers
+  // any layer whose entries per row are fewer than 10^3), then rounded
+  // down and up to the weights' type, so the bracket still holds.
+  bound.lower = static_cast<Real>(lower * (1 - 1e-12));
+  if (bound.lower > lower) bound.lower = std::nextafter(bound.lower, Real(0));
+  const double upper = detail::circulant_upper_bound(detail::circulant_model_of(spec), w.data());
+  CONVMAT_ASSERT(upper >= lower, "the certified upper bound is at least the Lanczos lower bound");
+  bound.upper = static_cast<Real>(upper);
+  if (bound.upper < upper) bound.upper = std::nextafter(bound.upper, std::numeric_limits<Real>::infinity());
+  bound.converged = lanczos.converged;
+  bound.iterations = lanczos.products;
+  return bound;
 }
 
 }  // namespace convmat

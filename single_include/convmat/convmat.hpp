@@ -28,8 +28,16 @@
 // CONVMAT_THROW_MEMORY(message) reports a size the memory guard refuses
 // (max_dense_bytes()). By default it throws convmat::memory_limit_error, a
 // spec_error; where CONVMAT_THROW is user-defined it calls that instead.
+//
+// CONVMAT_THROW_CONVERGENCE(message) reports an iteration (the Lanczos
+// singular values) that did not reach its tolerance where the caller asked
+// for the values alone. By default it throws convmat::convergence_error;
+// where CONVMAT_THROW is user-defined it calls that instead.
 #if !defined(CONVMAT_THROW_MEMORY) && defined(CONVMAT_THROW)
 #define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
+#if !defined(CONVMAT_THROW_CONVERGENCE) && defined(CONVMAT_THROW)
+#define CONVMAT_THROW_CONVERGENCE(message) CONVMAT_THROW(message)
 #endif
 #ifndef CONVMAT_THROW
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
@@ -49,6 +57,13 @@
 #define CONVMAT_THROW_MEMORY(message) throw ::convmat::memory_limit_error(message)
 #else
 #define CONVMAT_THROW_MEMORY(message) CONVMAT_THROW(message)
+#endif
+#endif
+#ifndef CONVMAT_THROW_CONVERGENCE
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define CONVMAT_THROW_CONVERGENCE(message) throw ::convmat::convergence_error(message)
+#else
+#define CONVMAT_THROW_CONVERGENCE(message) CONVMAT_THROW(message)
 #endif
 #endif
 
@@ -120,6 +135,16 @@ class memory_limit_error : public spec_error {
   explicit memory_limit_error(const std::string& message) : spec_error(message) {}
 };
 
+/// Thrown when an iterative method did not reach the tolerance asked of it
+/// within its budget of products, where the caller asked for the result
+/// alone (singular_values(spec, weight, k)); the message gives the
+/// tolerance, the residual reached and the products spent. Not a
+/// spec_error: the layer is fine, the budget was not.
+class convergence_error : public std::runtime_error {
+ public:
+  explicit convergence_error(const std::string& message) : std::runtime_error(message) {}
+};
+
 namespace detail {
 
 template <class T>
@@ -146,6 +171,13 @@ std::string message(const Parts&... parts) {
 template <class... Parts>
 [[noreturn]] void fail(const Parts&... parts) {
   CONVMAT_THROW(message("convmat: ", parts...));
+  std::abort();  // reached only if a user-defined CONVMAT_THROW returns
+}
+
+/// Throws convergence_error with "convmat: " and the joined parts.
+template <class... Parts>
+[[noreturn]] void fail_convergence(const Parts&... parts) {
+  CONVMAT_THROW_CONVERGENCE(message("convmat: ", parts...));
   std::abort();  // reached only if a user-defined CONVMAT_THROW returns
 }
 
@@ -333,6 +365,9 @@ inline constexpr const char* dense_matrix_hint =
     "build it as conv_matrix_sparse, in row blocks (conv_matrix_rows), use make_operator, "
     "or raise the limit with set_max_dense_bytes()";
 
+inline constexpr const char* batch_hint =
+    "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
+
 /// Throws spec_error if a rows x cols dense matrix of `scalar_size`-byte
 /// entries overflows Index, memory_limit_error if it exceeds
 /// max_dense_bytes(); `hint` says what to do.
@@ -416,6 +451,7 @@ class Footprint {
 #include <optional>
 #include <ostream>
 #include <string_view>
+#include <tuple>
 
 namespace convmat {
 
@@ -489,6 +525,42 @@ inline Index window_extent(Index kernel, Index dilation) {
 
 }  // namespace detail
 
+/// Which side takes the odd element when a total padding is split in two:
+/// ONNX's auto_pad=SAME_UPPER (TensorFlow's padding='SAME', PyTorch's
+/// padding='same') puts it on the high side (the end), SAME_LOWER on the
+/// low side (the beginning).
+enum class SamePadding { upper, lower };
+
+namespace detail {
+
+/// Splits `total` padding elements into (begin, end) as `odd` says.
+inline std::pair<Index, Index> split_padding(Index total, SamePadding odd) {
+  const Index small = total / 2, large = total - small;
+  return odd == SamePadding::upper ? std::pair<Index, Index>{small, large} : std::pair<Index, Index>{large, small};
+}
+
+/// ONNX's auto_pad SAME_UPPER / SAME_LOWER for any stride: the padding
+/// that makes the output ceil(input / stride) long, per dimension. The total
+/// is max((ceil(D / s) - 1) * s + dilation * (K - 1) + 1 - D, 0), split as
+/// `odd` says. Sets `begin` and `end`.
+template <int Rank>
+void same_padding(const std::array<Index, Rank>& input, const std::array<Index, Rank>& kernel,
+                  const std::array<Index, Rank>& stride, const std::array<Index, Rank>& dilation, SamePadding odd,
+                  std::array<Index, Rank>& begin, std::array<Index, Rank>& end) {
+  require_positive<Rank>(input, "input_size");
+  require_positive<Rank>(kernel, "kernel_size");
+  require_positive<Rank>(stride, "stride");
+  require_positive<Rank>(dilation, "dilation");
+  for (int d = 0; d < Rank; ++d) {
+    const Index outputs = (input[d] - 1) / stride[d] + 1;  // ceil(D / s)
+    const Index reach = checked_add(checked_mul(outputs - 1, stride[d], "(ceil(input_size / stride) - 1) * stride"),
+                                    window_extent(kernel[d], dilation[d]), "the padded extent");
+    std::tie(begin[d], end[d]) = split_padding(reach > input[d] ? reach - input[d] : 0, odd);
+  }
+}
+
+}  // namespace detail
+
 /// The shape of a convolution layer of `Rank` spatial dimensions, with
 /// PyTorch's fields and defaults. Input (in_channels, input_size...) maps to
 /// output (out_channels, output_size()...); weights are laid out
@@ -542,6 +614,24 @@ struct ConvSpec {
       begin[d] = total / 2;
       end[d] = total - begin[d];
     }
+    return set_padding(begin, end);
+  }
+
+  /// ONNX's auto_pad=SAME_UPPER (TensorFlow's padding='SAME') for any
+  /// stride: output_size = ceil(input_size / stride). The total padding
+  /// max((ceil(D / s) - 1) * s + dilation * (K - 1) + 1 - D, 0) is split with
+  /// the extra element on the high side; with stride 1 this is PyTorch's
+  /// 'same'. Set input_size, kernel_size, stride and dilation first.
+  ConvSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+
+  /// ONNX's auto_pad=SAME_LOWER: as set_padding_same_upper(), with the extra
+  /// element on the low side.
+  ConvSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  ConvSpec& set_padding_same(SamePadding odd) {
+    std::array<Index, Rank> begin{}, end{};
+    detail::same_padding<Rank>(input_size, kernel_size, stride, dilation, odd, begin, end);
     return set_padding(begin, end);
   }
 
@@ -638,10 +728,14 @@ struct ConvSpec {
   }
 };
 
-/// The shape of a transposed convolution (PyTorch's ConvTranspose{1,2,3}d):
-/// the adjoint of the ConvSpec with the same stride, padding, dilation and
-/// groups, taking output_size() back to input_size. Weights are laid out
-/// (in_channels, out_channels / groups, kernel_size...). Padding is zeros.
+/// The shape of a transposed convolution (PyTorch's ConvTranspose{1,2,3}d,
+/// ONNX's ConvTranspose): the adjoint of the ConvSpec with the same stride,
+/// padding, dilation and groups, taking output_size() back to input_size.
+/// Weights are laid out (in_channels, out_channels / groups, kernel_size...).
+/// Padding is zeros. Padding removes output elements: `padding` from the
+/// low side, padding_end (when set, ONNX's asymmetric pads) from the high
+/// side; only the low side moves the kernel taps, the high side only
+/// shortens the output.
 template <int Rank>
 struct ConvTransposeSpec {
   static_assert(Rank >= 1, "convmat: a convolution has at least one spatial dimension");
@@ -652,15 +746,66 @@ struct ConvTransposeSpec {
   std::array<Index, Rank> input_size = detail::filled<Rank>(0);   ///< must be set
   std::array<Index, Rank> kernel_size = detail::filled<Rank>(0);  ///< must be set
   std::array<Index, Rank> stride = detail::filled<Rank>(1);
+  /// Output elements removed on the low side (and on the high side unless
+  /// padding_end is set): PyTorch's symmetric `padding`.
   std::array<Index, Rank> padding = detail::filled<Rank>(0);
+  /// Output elements removed on the high side, when it differs.
+  std::optional<std::array<Index, Rank>> padding_end;
   /// Extra size on the high side of the output; smaller than stride or dilation.
   std::array<Index, Rank> output_padding = detail::filled<Rank>(0);
   std::array<Index, Rank> dilation = detail::filled<Rank>(1);
   Index groups = 1;
 
+  std::array<Index, Rank> pad_begin() const { return padding; }
+  std::array<Index, Rank> pad_end() const { return padding_end.value_or(padding); }
+
+  /// Sets asymmetric padding: `begin` on the low side, `end` on the high side.
+  ConvTransposeSpec& set_padding(const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end) {
+    padding = begin;
+    padding_end = end;
+    return *this;
+  }
+
+  /// The padding that gives an output of `wanted` size (ONNX's
+  /// ConvTranspose `output_shape`): per dimension the total
+  /// stride * (D - 1) + output_padding + dilation * (K - 1) + 1 - wanted,
+  /// split as `odd` says. ONNX puts the odd element at the beginning
+  /// (SamePadding::lower) unless auto_pad is SAME_UPPER. spec_error if
+  /// `wanted` is larger than the output without padding. Set input_size,
+  /// kernel_size, stride, dilation and output_padding first.
+  ConvTransposeSpec& set_output_size(const std::array<Index, Rank>& wanted, SamePadding odd = SamePadding::lower) {
+    detail::require_positive<Rank>(wanted, "output size");
+    padding = detail::filled<Rank>(0);
+    padding_end.reset();
+    const auto unpadded = checked_output_size();
+    std::array<Index, Rank> begin{}, end{};
+    for (int d = 0; d < Rank; ++d) {
+      if (wanted[d] > unpadded[d])
+        detail::fail("the wanted output size ", wanted, " is larger than the transposed convolution gives without ",
+                     "padding: input_size=", input_size, ", kernel_size=", kernel_size, ", stride=", stride,
+                     ", dilation=", dilation, ", output_padding=", output_padding, " give output ", unpadded);
+      std::tie(begin[d], end[d]) = detail::split_padding(unpadded[d] - wanted[d], odd);
+    }
+    return set_padding(begin, end);
+  }
+
+  /// ONNX's ConvTranspose auto_pad=SAME_UPPER: output_size = input_size *
+  /// stride, the odd padding element on the high side.
+  ConvTransposeSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+  /// auto_pad=SAME_LOWER: the same output size, the odd element on the low side.
+  ConvTransposeSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  ConvTransposeSpec& set_padding_same(SamePadding odd) {
+    detail::require_positive<Rank>(input_size, "input_size");
+    detail::require_positive<Rank>(stride, "stride");
+    std::array<Index, Rank> wanted{};
+    for (int d = 0; d < Rank; ++d) wanted[d] = detail::checked_mul(input_size[d], stride[d], "input_size * stride");
+    return set_output_size(wanted, odd);
+  }
+
   void validate() const { (void)checked_output_size(); }
 
-  /// (D - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1.
+  /// (D - 1) * stride - pad_begin - pad_end + dilation * (K - 1) + output_padding + 1.
   std::array<Index, Rank> output_size() const { return checked_output_size(); }
 
   Index input_spatial() const {
@@ -688,7 +833,9 @@ struct ConvTransposeSpec {
     detail::require_positive<Rank>(kernel_size, "kernel_size");
     detail::require_positive<Rank>(stride, "stride");
     detail::require_positive<Rank>(dilation, "dilation");
-    detail::require_non_negative<Rank>(padding, "padding");
+    const auto begin = pad_begin(), end = pad_end();
+    detail::require_non_negative<Rank>(begin, padding_end ? "padding (begin)" : "padding");
+    detail::require_non_negative<Rank>(end, "padding_end");
     detail::require_non_negative<Rank>(output_padding, "output_padding");
     std::array<Index, Rank> out{};
     bool positive = true;
@@ -700,13 +847,18 @@ struct ConvTransposeSpec {
       const Index extent = detail::window_extent(kernel_size[d], dilation[d]);
       out[d] = detail::checked_add(detail::checked_add(grown, extent, "output size"), output_padding[d],
                                    "output size") -
-               detail::checked_mul(2, padding[d], "2 * padding");
+               detail::checked_add(begin[d], end[d], "pad_begin + pad_end");
       positive = positive && out[d] >= 1;
     }
-    if (!positive)
+    if (!positive) {
+      if (padding_end)
+        detail::fail("padding leaves no output: input_size=", input_size, ", kernel_size=", kernel_size,
+                     ", stride=", stride, ", padding=", begin, ", padding_end=", end, ", dilation=", dilation,
+                     ", output_padding=", output_padding, " give output ", out);
       detail::fail("padding leaves no output: input_size=", input_size, ", kernel_size=", kernel_size,
                    ", stride=", stride, ", padding=", padding, ", dilation=", dilation,
                    ", output_padding=", output_padding, " give output ", out);
+    }
     return out;
   }
 };
@@ -1111,6 +1263,16 @@ Geometry<Rank> geometry(const ConvTransposeSpec<Rank>& spec) {
 
 namespace convmat::detail {
 
+/// How many threads parallel_chunks may use here: OpenMP's maximum, or 1
+/// inside a parallel region or without OpenMP.
+inline Eigen::Index available_threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
 /// Calls f(begin, end) on disjoint chunks covering [first, last), in
 /// parallel when OpenMP is on and there are at least `grain` items per
 /// thread. Each call may keep its own scratch space.
@@ -1119,7 +1281,7 @@ void parallel_chunks(Eigen::Index first, Eigen::Index last, Eigen::Index grain, 
   const Eigen::Index n = last - first;
   if (n <= 0) return;
 #ifdef _OPENMP
-  const Eigen::Index threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const Eigen::Index threads = available_threads();
   const Eigen::Index chunks = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, n / std::max<Eigen::Index>(grain, 1)));
   if (chunks > 1) {
 #pragma omp parallel for schedule(static) num_threads(static_cast<int>(chunks))
@@ -1140,6 +1302,12 @@ namespace detail {
 
 inline constexpr const char* conv_weight_layout = "(out_channels, in_channels / groups, kernel...)";
 inline constexpr const char* transpose_weight_layout = "(in_channels, out_channels / groups, kernel...)";
+
+/// How a layer's weights are laid out, for messages.
+template <int Rank>
+constexpr const char* weight_layout(const ConvSpec<Rank>&) { return conv_weight_layout; }
+template <int Rank>
+constexpr const char* weight_layout(const ConvTransposeSpec<Rank>&) { return transpose_weight_layout; }
 
 /// Writes rows [row_begin, row_end) of the geometry's matrix into `out`:
 /// entry (r, c) goes to out[(r - row_begin) * row_stride + c * col_stride].
@@ -1248,9 +1416,7 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   const Index rows = spec.output_numel(), cols = spec.input_numel();
-  (void)detail::weight_view(weight, spec.weight_numel(),  // checked before the allocation
-                            std::is_same_v<Spec, ConvSpec<Spec::rank>> ? detail::conv_weight_layout
-                                                                      : detail::transpose_weight_layout);
+  (void)detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec));  // before the allocation
   detail::check_dense_size(detail::checked_add(rows, 1, "the affine matrix's rows"),
                            detail::checked_add(cols, 1, "the affine matrix's columns"), sizeof(Scalar),
                            "the affine matrix");
@@ -1303,9 +1469,6 @@ detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<
 
 namespace convmat {
 namespace detail {
-
-inline constexpr const char* batch_hint =
-    "pass fewer samples at a time, or raise the limit with set_max_dense_bytes()";
 
 /// y = T x for one sample: y[oc, p] = sum over the group's input channels
 /// and p's taps of w[oc, ic, tap] * x[ic, offset]. `taps_of(p)` gives the
@@ -1426,7 +1589,9 @@ detail::Matrix<typename WeightDerived::Scalar> convolve_transpose(
 //
 //   - average pooling: a depthwise convolution with weights 1, each output
 //     row scaled by its own divisor (PyTorch's count_include_pad, ceil_mode
-//     and divisor_override);
+//     and divisor_override; ONNX's larger padding on request);
+//   - max pooling, which is not linear: its windows, the same depthwise
+//     geometry (max_pool_windows), and the direct max_pool;
 //   - padding (zeros, reflect, replicate, circular): a depthwise 1x1
 //     identity convolution with that padding;
 //   - nearest upsampling by integer factors: a depthwise transposed
@@ -1444,6 +1609,7 @@ detail::Matrix<typename WeightDerived::Scalar> convolve_transpose(
 // The sparse matrix T of a layer in compressed row form, built directly:
 // the exact number of non-zeros of every row is known from the geometry
 // before anything is allocated, so there is no triplet list and no sort.
+// Also the affine form [T b; 0 1] in compressed rows.
 
 namespace convmat {
 
@@ -1620,6 +1786,52 @@ SparseMatrix<typename Derived::Scalar, StorageIndex> conv_transpose_matrix_spars
   return detail::build_transposed<StorageIndex>(g, w.data(), plan);
 }
 
+/// affine_matrix in compressed rows: [T b; 0 1] ((output_numel + 1) x
+/// (input_numel + 1)), the layer with bias as one linear map on [x; 1].
+/// Every row of T keeps its entries and gains its bias as its last entry
+/// (stored even where the bias is zero, as T stores zero weights); the
+/// last row holds the single 1.
+template <class StorageIndex = int, class Spec, class WeightDerived, class BiasDerived>
+SparseMatrix<typename WeightDerived::Scalar, StorageIndex> affine_matrix_sparse(
+    const Spec& spec, const Eigen::MatrixBase<WeightDerived>& weight, const Eigen::MatrixBase<BiasDerived>& bias) {
+  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  using Scalar = typename WeightDerived::Scalar;
+  const auto b = bias_vector(spec, bias);
+  SparseMatrix<Scalar, StorageIndex> t;
+  if constexpr (std::is_same_v<Spec, ConvSpec<Spec::rank>>)
+    t = conv_matrix_sparse<StorageIndex>(spec, weight);
+  else
+    t = conv_transpose_matrix_sparse<StorageIndex>(spec, weight);
+  const Index rows = t.rows(), cols = t.cols();
+  const Index nonzeros = detail::checked_add(t.nonZeros(), rows + 1, "the affine matrix's non-zero count");
+  detail::check_storage_index<StorageIndex>(nonzeros, "the affine matrix's non-zero count");
+  detail::check_storage_index<StorageIndex>(cols + 1, "the affine matrix's column count");
+  detail::check_storage_index<StorageIndex>(rows + 1, "the affine matrix's row count");
+
+  SparseMatrix<Scalar, StorageIndex> a(rows + 1, cols + 1);
+  a.resizeNonZeros(nonzeros);
+  const StorageIndex* t_outer = t.outerIndexPtr();
+  StorageIndex* outer = a.outerIndexPtr();
+  StorageIndex* inner = a.innerIndexPtr();
+  Scalar* values = a.valuePtr();
+  Index at = 0;
+  for (Index r = 0; r < rows; ++r) {
+    outer[r] = static_cast<StorageIndex>(at);
+    const Index begin = t_outer[r], length = t_outer[r + 1] - begin;
+    std::copy_n(t.innerIndexPtr() + begin, length, inner + at);
+    std::copy_n(t.valuePtr() + begin, length, values + at);
+    at += length;
+    inner[at] = static_cast<StorageIndex>(cols);
+    values[at++] = b(r);
+  }
+  outer[rows] = static_cast<StorageIndex>(at);
+  inner[at] = static_cast<StorageIndex>(cols);
+  values[at++] = Scalar(1);
+  outer[rows + 1] = static_cast<StorageIndex>(at);
+  CONVMAT_ASSERT(at == nonzeros, "affine matrix filled to its predicted non-zero count");
+  return a;
+}
+
 }  // namespace convmat
 
 // ---- convmat/layers.hpp (continued) ------------------------------------------
@@ -1629,9 +1841,85 @@ namespace convmat {
 // Average pooling
 // ---------------------------------------------------------------------------
 
-/// The shape of an average pooling layer (PyTorch's AvgPool{1,2,3}d) over
-/// `channels` channels. Pooling acts on each channel alone, so the layer
-/// maps (channels, input_size...) to (channels, output_size()...).
+namespace detail {
+
+/// The output size of a pooling layer, per dimension: floor or ceil of
+/// (D + pad_begin + pad_end - dilation * (K - 1) - 1) / stride, plus one;
+/// with ceil_mode, minus one if the last window would start at or past
+/// D + pad_begin (in the high padding), as PyTorch and ONNX. With
+/// `pytorch_limits`, PyTorch's rule that padding is at most half the kernel.
+/// spec_error naming every value unless each dimension has an output.
+template <int Rank>
+std::array<Index, Rank> pool_output_size(const std::array<Index, Rank>& input, const std::array<Index, Rank>& kernel,
+                                         const std::array<Index, Rank>& stride,
+                                         const std::array<Index, Rank>& dilation,
+                                         const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end,
+                                         bool ceil_mode, bool pytorch_limits) {
+  require_positive<Rank>(input, "input_size");
+  require_positive<Rank>(kernel, "kernel_size");
+  require_positive<Rank>(stride, "stride");
+  require_positive<Rank>(dilation, "dilation");
+  require_non_negative<Rank>(begin, "padding");
+  require_non_negative<Rank>(end, "padding_end");
+  std::array<Index, Rank> out{};
+  for (int d = 0; d < Rank; ++d) {
+    if (pytorch_limits && (begin[d] > kernel[d] / 2 || end[d] > kernel[d] / 2))
+      fail("padding must be at most half the kernel size: padding=", begin, ", padding_end=", end,
+           ", kernel_size=", kernel, " (as PyTorch; ONNX allows more with pytorch_limits = false)");
+    const Index span = checked_add(input[d], checked_add(begin[d], end[d], "padding"), "padded input size") -
+                       window_extent(kernel[d], dilation[d]);
+    const Index rounded = !ceil_mode ? span : span < 0 ? span + stride[d] - 1
+                                                      : checked_add(span, stride[d] - 1, "padded input size");
+    out[d] = floor_div(rounded, stride[d]) + 1;
+    if (ceil_mode && out[d] >= 1 && (out[d] - 1) * stride[d] >= input[d] + begin[d]) --out[d];
+  }
+  for (int d = 0; d < Rank; ++d)
+    if (out[d] < 1) {
+      if (dilation != filled<Rank>(1))
+        fail("pooling window does not fit: input_size=", input, ", kernel_size=", kernel, ", stride=", stride,
+             ", dilation=", dilation, ", padding=", begin, ", padding_end=", end,
+             ", ceil_mode=", ceil_mode ? "true" : "false", " give output ", out);
+      fail("pooling window does not fit: input_size=", input, ", kernel_size=", kernel, ", stride=", stride,
+           ", padding=", begin, ", padding_end=", end, ", ceil_mode=", ceil_mode ? "true" : "false",
+           " give output ", out);
+    }
+  return out;
+}
+
+/// Whether window o of one dimension covers an input element: some tap k
+/// in [0, kernel) reads p = o * stride + k * dilation - begin in [0, input).
+/// Computed, not searched, so a huge kernel costs nothing.
+inline bool window_covers_input(Index o, Index input, Index kernel, Index stride, Index dilation, Index begin) {
+  const Index low = begin - o * stride;  // k * dilation >= low
+  const Index high = low + (input - 1);  // k * dilation <= high (no overflow: input + begin is checked)
+  if (high < 0) return false;
+  const Index first = low <= 0 ? 0 : low / dilation + (low % dilation != 0);  // the first tap at or past low
+  return first <= kernel - 1 && first <= high / dilation;
+}
+
+/// spec_error unless every pooling window covers at least one input element
+/// (beyond PyTorch's limits, a window can lie wholly in the padding). Per
+/// dimension the windows' first and last input elements are monotone in the
+/// output index, so the first and last windows decide.
+template <int Rank>
+void require_windows_cover_input(const std::array<Index, Rank>& input, const std::array<Index, Rank>& kernel,
+                                 const std::array<Index, Rank>& stride, const std::array<Index, Rank>& dilation,
+                                 const std::array<Index, Rank>& begin, const std::array<Index, Rank>& output,
+                                 const char* why) {
+  for (int d = 0; d < Rank; ++d)
+    for (Index o : {Index{0}, output[d] - 1})
+      if (!window_covers_input(o, input[d], kernel[d], stride[d], dilation[d], begin[d]))
+        fail("pooling window ", o, " of dimension ", d, " covers only padding (", why, "): input_size=", input,
+             ", kernel_size=", kernel, ", stride=", stride, ", dilation=", dilation, ", padding=", begin,
+             " give output ", output);
+}
+
+}  // namespace detail
+
+/// The shape of an average pooling layer (PyTorch's AvgPool{1,2,3}d, ONNX's
+/// AveragePool) over `channels` channels. Pooling acts on each channel
+/// alone, so the layer maps (channels, input_size...) to
+/// (channels, output_size()...).
 ///
 ///     convmat::AvgPoolSpec<2> pool;
 ///     pool.channels = 3; pool.input_size = {8, 8}; pool.kernel_size = {2, 2};
@@ -1659,12 +1947,38 @@ struct AvgPoolSpec {
   bool count_include_pad = true;
   /// Divide every window by this instead.
   std::optional<Index> divisor_override;
+  /// PyTorch's limits (true): padding at most half the kernel, and in 3-D an
+  /// input no smaller than the kernel, as F.avg_pool{1,2,3}d. False: ONNX's
+  /// AveragePool, which takes any padding; a window that covers only
+  /// padding is then refused unless count_include_pad (it would be 0 / 0).
+  bool pytorch_limits = true;
 
   std::array<Index, Rank> strides() const { return stride.value_or(kernel_size); }
   std::array<Index, Rank> pad_begin() const { return padding; }
   std::array<Index, Rank> pad_end() const { return padding_end.value_or(padding); }
 
-  /// Throws spec_error unless PyTorch would accept this layer.
+  /// Sets asymmetric padding: `begin` on the low side, `end` on the high side.
+  AvgPoolSpec& set_padding(const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end) {
+    padding = begin;
+    padding_end = end;
+    return *this;
+  }
+  /// ONNX's auto_pad=SAME_UPPER: output_size = ceil(input_size / stride), the
+  /// total padding (ceil(D / s) - 1) * s + K - D split with the extra element
+  /// on the high side (see ConvSpec::set_padding_same_upper). Set
+  /// input_size, kernel_size and stride first.
+  AvgPoolSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+  /// ONNX's auto_pad=SAME_LOWER: the extra element on the low side.
+  AvgPoolSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  AvgPoolSpec& set_padding_same(SamePadding odd) {
+    std::array<Index, Rank> begin{}, end{};
+    detail::same_padding<Rank>(input_size, kernel_size, strides(), detail::filled<Rank>(1), odd, begin, end);
+    return set_padding(begin, end);
+  }
+
+  /// Throws spec_error unless PyTorch would accept this layer (with
+  /// pytorch_limits = false: unless ONNX's AveragePool defines it).
   void validate() const { (void)output_size(); }
 
   /// Per dimension: floor or ceil of (D + pad_begin + pad_end - K) / stride,
@@ -1674,34 +1988,21 @@ struct AvgPoolSpec {
     if (channels <= 0) detail::fail("channels must be positive: channels=", channels);
     detail::require_positive<Rank>(input_size, "input_size");
     detail::require_positive<Rank>(kernel_size, "kernel_size");
-    const auto s = strides(), begin = pad_begin(), end = pad_end();
-    detail::require_positive<Rank>(s, "stride");
-    detail::require_non_negative<Rank>(begin, "padding");
-    detail::require_non_negative<Rank>(end, "padding_end");
     if (divisor_override && *divisor_override <= 0)
       detail::fail("divisor_override must be positive: divisor_override=", *divisor_override);
     if constexpr (Rank == 3) {  // F.avg_pool3d also wants the input, unpadded, at least the kernel
-      for (int d = 0; d < Rank; ++d)
+      for (int d = 0; d < Rank && pytorch_limits; ++d)
         if (input_size[d] < kernel_size[d])
           detail::fail("input smaller than kernel size: input_size=", input_size, ", kernel_size=", kernel_size,
                        " (3-D average pooling needs input_size >= kernel_size in every dimension, as "
                        "PyTorch's avg_pool3d)");
     }
-    std::array<Index, Rank> out{};
-    for (int d = 0; d < Rank; ++d) {
-      if (2 * begin[d] > kernel_size[d] || 2 * end[d] > kernel_size[d])
-        detail::fail("padding must be at most half the kernel size: padding=", begin,
-                     ", padding_end=", end, ", kernel_size=", kernel_size);
-      const Index span = detail::checked_add(input_size[d], begin[d] + end[d], "padded input size") -
-                         kernel_size[d];
-      out[d] = detail::floor_div(span + (ceil_mode ? s[d] - 1 : 0), s[d]) + 1;
-      if (ceil_mode && out[d] >= 1 && (out[d] - 1) * s[d] >= input_size[d] + begin[d]) --out[d];
-    }
-    for (int d = 0; d < Rank; ++d)
-      if (out[d] < 1)
-        detail::fail("pooling window does not fit: input_size=", input_size, ", kernel_size=", kernel_size,
-                     ", stride=", s, ", padding=", begin, ", padding_end=", end, ", ceil_mode=",
-                     ceil_mode ? "true" : "false", " give output ", out);
+    const auto ones = detail::filled<Rank>(1);
+    const auto out = detail::pool_output_size<Rank>(input_size, kernel_size, strides(), ones, pad_begin(), pad_end(),
+                                                    ceil_mode, pytorch_limits);
+    if (!pytorch_limits && !count_include_pad && !divisor_override)
+      detail::require_windows_cover_input<Rank>(input_size, kernel_size, strides(), ones, pad_begin(), out,
+                                                "its average would be 0 / 0");
     return out;
   }
 
@@ -1803,6 +2104,135 @@ SparseMatrix<Scalar, StorageIndex> avg_pool_matrix_sparse(const AvgPoolSpec<Rank
   for (Index r = 0; r < t.rows(); ++r)
     for (StorageIndex i = outer[r]; i < outer[r + 1]; ++i) values[i] /= divisor(r % g.output_spatial);
   return t;
+}
+
+// ---------------------------------------------------------------------------
+// Max pooling
+// ---------------------------------------------------------------------------
+
+/// The shape of a max pooling layer (PyTorch's MaxPool{1,2,3}d, ONNX's
+/// MaxPool) over `channels` channels: (channels, input_size...) to
+/// (channels, output_size()...). Max pooling is not linear, so there is no
+/// matrix; max_pool_windows() gives which inputs each output takes the
+/// largest of (padding never wins: it is -infinity), and max_pool() is the
+/// direct reference.
+template <int Rank>
+struct MaxPoolSpec {
+  static_assert(Rank >= 1, "convmat: pooling has at least one spatial dimension");
+  static constexpr int rank = Rank;
+
+  Index channels = 1;
+  std::array<Index, Rank> input_size = detail::filled<Rank>(0);   ///< must be set
+  std::array<Index, Rank> kernel_size = detail::filled<Rank>(0);  ///< must be set
+  /// The step between windows; PyTorch's default is the kernel size (ONNX's is 1).
+  std::optional<std::array<Index, Rank>> stride;
+  /// Padding on the low side (and the high side unless padding_end is set).
+  std::array<Index, Rank> padding = detail::filled<Rank>(0);
+  /// Padding on the high side, when it differs (ONNX's asymmetric pads).
+  std::optional<std::array<Index, Rank>> padding_end;
+  std::array<Index, Rank> dilation = detail::filled<Rank>(1);
+  /// Round the output size up; a window that would start in the high
+  /// padding is dropped, as in PyTorch.
+  bool ceil_mode = false;
+  /// PyTorch's limit (true): padding at most half the kernel. False: ONNX's
+  /// MaxPool, any padding. Either way a window must cover an input element.
+  bool pytorch_limits = true;
+
+  std::array<Index, Rank> strides() const { return stride.value_or(kernel_size); }
+  std::array<Index, Rank> pad_begin() const { return padding; }
+  std::array<Index, Rank> pad_end() const { return padding_end.value_or(padding); }
+
+  /// Sets asymmetric padding: `begin` on the low side, `end` on the high side.
+  MaxPoolSpec& set_padding(const std::array<Index, Rank>& begin, const std::array<Index, Rank>& end) {
+    padding = begin;
+    padding_end = end;
+    return *this;
+  }
+  /// ONNX's auto_pad=SAME_UPPER: output_size = ceil(input_size / stride), the
+  /// extra padding element on the high side (see ConvSpec::set_padding_same_upper).
+  MaxPoolSpec& set_padding_same_upper() { return set_padding_same(SamePadding::upper); }
+  /// ONNX's auto_pad=SAME_LOWER: the extra element on the low side.
+  MaxPoolSpec& set_padding_same_lower() { return set_padding_same(SamePadding::lower); }
+  /// set_padding_same_upper() or set_padding_same_lower(), as `odd` says.
+  MaxPoolSpec& set_padding_same(SamePadding odd) {
+    std::array<Index, Rank> begin{}, end{};
+    detail::same_padding<Rank>(input_size, kernel_size, strides(), dilation, odd, begin, end);
+    return set_padding(begin, end);
+  }
+
+  /// Throws spec_error unless PyTorch (with pytorch_limits = false: ONNX)
+  /// would accept this layer and every window covers an input element.
+  void validate() const { (void)output_size(); }
+
+  /// Per dimension: floor or ceil of
+  /// (D + pad_begin + pad_end - dilation * (K - 1) - 1) / stride, plus one;
+  /// with ceil_mode, minus one if the last window would start at or past
+  /// D + pad_begin.
+  std::array<Index, Rank> output_size() const {
+    if (channels <= 0) detail::fail("channels must be positive: channels=", channels);
+    const auto out = detail::pool_output_size<Rank>(input_size, kernel_size, strides(), dilation, pad_begin(),
+                                                    pad_end(), ceil_mode, pytorch_limits);
+    detail::require_windows_cover_input<Rank>(input_size, kernel_size, strides(), dilation, pad_begin(), out,
+                                              "its maximum would be -infinity");
+    return out;
+  }
+
+  Index input_spatial() const { return detail::checked_product(input_size, "input size"); }
+  Index output_spatial() const { return detail::checked_product(output_size(), "output size"); }
+  Index input_numel() const { return detail::checked_mul(channels, input_spatial(), "input_numel"); }
+  Index output_numel() const { return detail::checked_mul(channels, output_spatial(), "output_numel"); }
+};
+
+using MaxPool1dSpec = MaxPoolSpec<1>;
+using MaxPool2dSpec = MaxPoolSpec<2>;
+using MaxPool3dSpec = MaxPoolSpec<3>;
+
+namespace detail {
+
+/// Max pooling's windows as the kernel taps of a depthwise convolution.
+template <int Rank>
+Geometry<Rank> geometry(const MaxPoolSpec<Rank>& spec) {
+  return make_geometry<Rank>(spec.channels, spec.channels, spec.channels, spec.input_size, spec.output_size(),
+                             spec.kernel_size, spec.strides(), spec.dilation, spec.pad_begin(), PaddingMode::zeros);
+}
+
+}  // namespace detail
+
+/// The windows of max pooling as a 0/1 matrix (output_numel x input_numel,
+/// compressed rows): row (c, o) has a 1 on every input of channel c that
+/// window o covers, padding left out. Max pooling takes the largest of the
+/// inputs each row marks.
+template <class Scalar = double, class StorageIndex = int, int Rank>
+SparseMatrix<Scalar, StorageIndex> max_pool_windows(const MaxPoolSpec<Rank>& spec) {
+  const auto g = detail::geometry(spec);
+  const auto ones = detail::depthwise_ones<Scalar>(g);
+  return detail::sparse_rows<StorageIndex>(g, ones.data(), 0, g.output_numel());
+}
+
+/// Max pooling of every column of `input` (input_numel x batch), as
+/// F.max_pool{1,2,3}d: output_numel x batch. A NaN in a window is its
+/// maximum, as in PyTorch.
+template <int Rank, class Derived>
+detail::Matrix<typename Derived::Scalar> max_pool(const MaxPoolSpec<Rank>& spec,
+                                                   const Eigen::MatrixBase<Derived>& input) {
+  using Scalar = typename Derived::Scalar;
+  const auto g = detail::geometry(spec);
+  const auto x = detail::batch_view(input, g.input_numel(), "input");
+  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
+  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  std::vector<detail::Tap> taps;
+  for (Index p = 0; p < g.output_spatial; ++p) {
+    g.taps_at(p, taps);  // never empty: validated
+    for (Index c = 0; c < spec.channels; ++c)
+      for (Index s = 0; s < x.cols(); ++s) {
+        const Scalar* column = x.col(s).data() + c * g.input_spatial;
+        Scalar best = column[taps.front().offset];
+        for (const auto& t : taps)
+          if (column[t.offset] > best || std::isnan(column[t.offset])) best = column[t.offset];
+        y(c * g.output_spatial + p, s) = best;
+      }
+  }
+  return y;
 }
 
 // ---------------------------------------------------------------------------
@@ -2126,12 +2556,15 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
 }  // namespace convmat
 
 // ---- convmat/operator.hpp ----------------------------------------------------
-// T without the matrix: ConvOperator holds a layer's geometry, its weights
-// and the taps of every output position (Geometry::taps_at, computed once;
-// up to 64 MiB, else found per product by detail::forward / detail::adjoint)
-// and multiplies with the direct convolution (T x) and its adjoint (T^T y,
-// T^H y), so a layer whose dense matrix would not fit in memory can still
-// be solved with. It follows Eigen's "matrix-free solvers" recipe, so
+// T without the matrix: ConvOperator holds a layer's geometry and its
+// weights and multiplies through the library's one product path
+// (detail/unfold_product.hpp): T X as a blocked unfold and one GEMM per
+// group, T^T Y and T^H Y as the GEMM with the transposed weights and a
+// blocked fold, a panel of about 512 columns at a time in a bounded
+// per-thread workspace, with OpenMP in threads. A vector is a batch of one;
+// a matrix is a batch, one column per sample. So a layer whose dense matrix
+// would not fit in memory can still be solved with, at the speed of
+// convolve_unfold. It follows Eigen's "matrix-free solvers" recipe, so
 // Eigen::ConjugateGradient, Eigen::BiCGSTAB and
 // Eigen::LeastSquaresConjugateGradient (from <Eigen/IterativeLinearSolvers>,
 // with Eigen::IdentityPreconditioner) take it, or one of its two
@@ -2146,6 +2579,386 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
 
 #include <memory>
 
+// ---- convmat/detail/unfold_product.hpp ---------------------------------------
+// The one product path. T X is a blocked unfold followed by one matrix
+// product (GEMM) per group; T^T Y and T^H Y are the products with the
+// transposed weights followed by a blocked fold. convolve_unfold,
+// ConvOperator (and through it the solvers, spectral_norm, the normal and
+// Tikhonov operators) and the PETSc MATSHELL all multiply here.
+//
+// A product is cut into panels of about panel_columns columns of the
+// unfold matrix: a range of one sample's output positions, or several
+// small samples side by side. A panel's unfold block (its rows a chunk of
+// at most workspace_bytes) is built in a per-thread workspace and
+// multiplied while it is in the cache, so a product allocates per thread
+// that block and, for samples side by side, one group's output channels x
+// the panel's columns — never the unfold matrix, nothing that grows with
+// the batch or the image. With OpenMP the panels (forward) or the samples
+// and input channels (adjoint, whose fold must not add into the same input
+// from two threads) are shared among threads.
+
+namespace convmat::detail {
+
+/// Where a sample's input channels are read (unfold) or added (fold):
+/// spatial offset s of channel c at data[(c - channel_begin) *
+/// channel_stride + s - offset_begin]. The whole input is whole_input(g);
+/// the PETSc shell's halo holds a window of channels and offsets.
+struct InputWindow {
+  Index channel_begin = 0, channel_stride = 0, offset_begin = 0;
+};
+
+/// The window that is the whole input of a sample.
+template <int Rank>
+InputWindow whole_input(const Geometry<Rank>& g) {
+  return {0, g.input_spatial, 0};
+}
+
+/// One segment of a row of the unfold matrix: the columns of one outer
+/// position (a multi-index of every output axis but the last) that a block
+/// holds, elements [j_begin, j_end) of the last axis.
+struct UnfoldSegment {
+  Index row = 0;                ///< unfold row: channel * kernel_numel + tap
+  Index column = 0;             ///< the block's column of element j_begin
+  Index j_begin = 0, j_end = 0;
+  bool padding = false;         ///< every element reads a padding zero
+  Index base = 0;               ///< element j reads in[base + sources[j]] (window index), or padding if < 0
+  const Index* sources = nullptr;
+  const AxisRun* interior = nullptr;  ///< elements [begin, end) read in[base + first + (j - begin) * step]
+};
+
+/// Walks rows [row_begin, row_end) of the unfold matrix (rows (channel,
+/// tap), columns output positions) in order and, in each, the columns of
+/// output positions [position_begin, position_end), one UnfoldSegment per
+/// outer position they touch, giving input indices in `window`.
+template <int Rank, class F>
+void for_each_unfold_segment(const Geometry<Rank>& g, const InputWindow& window, Index row_begin, Index row_end,
+                             Index position_begin, Index position_end, F&& f) {
+  if (position_begin >= position_end) return;
+  constexpr int last = Rank - 1;
+  const Index segment = g.output_size[last];
+  const Index outer_begin = position_begin / segment, outer_end = (position_end - 1) / segment + 1;
+  std::array<Index, Rank> first_outer{};  // multi-index of outer_begin (last axis unused)
+  for (Index outer = outer_begin, d = last - 1; d >= 0; --d) {
+    first_outer[d] = outer % g.output_size[d];
+    outer /= g.output_size[d];
+  }
+  UnfoldSegment s;
+  for (Index row = row_begin; row < row_end; ++row) {
+    const Index channel = row / g.kernel_numel;
+    std::array<Index, Rank> k{};  // tap multi-index
+    for (Index tap = row % g.kernel_numel, d = last; d >= 0; --d) {
+      k[d] = tap % g.kernel_size[d];
+      tap /= g.kernel_size[d];
+    }
+    s.row = row;
+    s.sources = g.axes[last].sources_of_tap(k[last]);
+    s.interior = &g.axes[last].interior(k[last]);
+    const Index channel_base = (channel - window.channel_begin) * window.channel_stride - window.offset_begin;
+    std::array<Index, Rank> o = first_outer;
+    for (Index outer = outer_begin; outer < outer_end; ++outer) {
+      const Index start = outer * segment;
+      s.j_begin = std::max<Index>(position_begin - start, 0);
+      s.j_end = std::min<Index>(position_end - start, segment);
+      s.column = start + s.j_begin - position_begin;
+      Index spatial = 0;
+      s.padding = false;
+      for (int d = 0; d < last && !s.padding; ++d) {
+        const Index source = g.axes[d].source(o[d], k[d]);
+        s.padding = source < 0;
+        spatial += source * g.input_strides[d];
+      }
+      s.base = channel_base + spatial;
+      f(static_cast<const UnfoldSegment&>(s));
+      for (int d = last - 1; d >= 0; --d) {  // next outer position
+        if (++o[d] < g.output_size[d]) break;
+        o[d] = 0;
+      }
+    }
+  }
+}
+
+/// The elements [run_begin, run_end) of a segment that its interior run
+/// holds, clipped to [j_begin, j_end).
+inline std::pair<Index, Index> clipped_run(const UnfoldSegment& s) {
+  const Index begin = std::min(std::max(s.interior->begin, s.j_begin), s.j_end);
+  const Index end = std::min(std::max(s.interior->end, begin), s.j_end);
+  return {begin, end};
+}
+
+/// Rows [row_begin, row_end) and the columns of output positions
+/// [position_begin, position_end) of one sample's unfold matrix, the
+/// sample read through `window`, into `out`: row-major, `width` elements
+/// per row (row row_begin first). Within a segment the interior is one
+/// contiguous (or strided) copy; only the borders look at each element's
+/// source.
+template <int Rank, class Scalar>
+void unfold_block_into(const Geometry<Rank>& g, const Scalar* x, const InputWindow& window, Index row_begin,
+                       Index row_end, Index position_begin, Index position_end, Scalar* out, Index width) {
+  for_each_unfold_segment(g, window, row_begin, row_end, position_begin, position_end, [&](const UnfoldSegment& s) {
+    Scalar* to = out + (s.row - row_begin) * width + s.column;  // element j at to[j - j_begin]
+    if (s.padding) {
+      std::fill(to, to + (s.j_end - s.j_begin), Scalar(0));
+      return;
+    }
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j)
+        to[j - s.j_begin] = s.sources[j] < 0 ? Scalar(0) : x[s.base + s.sources[j]];
+    };
+    const auto [run_begin, run_end] = clipped_run(s);
+    by_source(s.j_begin, run_begin);
+    if (run_begin < run_end) {
+      const AxisRun& run = *s.interior;
+      const Scalar* in = x + s.base + run.first + (run_begin - run.begin) * run.step;
+      Scalar* dst = to + (run_begin - s.j_begin);
+      if (run.step == 1)
+        std::copy(in, in + (run_end - run_begin), dst);
+      else
+        for (Index j = 0; j < run_end - run_begin; ++j) dst[j] = in[j * run.step];
+    }
+    by_source(run_end, s.j_end);
+  });
+}
+
+/// The adjoint of unfold_block_into: adds each element of the block
+/// `columns` (as unfold_block_into writes it) into the input it was read
+/// from, in `window`.
+template <int Rank, class Scalar>
+void fold_block_add(const Geometry<Rank>& g, const Scalar* columns, Index width, Index row_begin, Index row_end,
+                    Index position_begin, Index position_end, Scalar* x, const InputWindow& window) {
+  for_each_unfold_segment(g, window, row_begin, row_end, position_begin, position_end, [&](const UnfoldSegment& s) {
+    if (s.padding) return;
+    const Scalar* from = columns + (s.row - row_begin) * width + s.column;  // element j at from[j - j_begin]
+    const auto by_source = [&](Index j_begin, Index j_end) {
+      for (Index j = j_begin; j < j_end; ++j)
+        if (s.sources[j] >= 0) x[s.base + s.sources[j]] += from[j - s.j_begin];
+    };
+    const auto [run_begin, run_end] = clipped_run(s);
+    by_source(s.j_begin, run_begin);
+    if (run_begin < run_end) {
+      const AxisRun& run = *s.interior;
+      Scalar* in = x + s.base + run.first + (run_begin - run.begin) * run.step;
+      const Scalar* src = from + (run_begin - s.j_begin);
+      for (Index j = 0; j < run_end - run_begin; ++j) in[j * run.step] += src[j];
+    }
+    by_source(run_end, s.j_end);
+  });
+}
+
+/// The rows of T a product covers: output channels [channel_begin,
+/// channel_end) at output positions [position_begin, position_end). A
+/// sample's part of the product is laid out channel-major: (channel -
+/// channel_begin) * positions() + (position - position_begin).
+struct OutputRegion {
+  Index channel_begin = 0, channel_end = 0, position_begin = 0, position_end = 0;
+  Index channels() const { return channel_end - channel_begin; }
+  Index positions() const { return position_end - position_begin; }
+};
+
+/// Every row of T.
+template <int Rank>
+OutputRegion whole_output(const Geometry<Rank>& g) {
+  return {0, g.out_channels, 0, g.output_spatial};
+}
+
+/// Columns of the unfold matrix per panel: wide enough for the GEMM to run
+/// at full speed, narrow enough for the block to stay in the cache.
+inline constexpr Index panel_columns = 512;
+/// A panel is never split below this many columns to give threads work.
+inline constexpr Index min_panel_columns = 64;
+/// The most one thread's unfold block takes; deeper layers are multiplied
+/// in chunks of rows (the products added up).
+inline constexpr std::size_t workspace_bytes = std::size_t{2} << 20;
+
+/// How a product over `batch` samples of `positions` columns each is cut
+/// into panels: with `splits` > 1, panel i is the split i % splits of
+/// sample i / splits' positions; else panel i holds samples [i * samples,
+/// (i + 1) * samples), whole. A sample set (sample_sets() of them) is the
+/// samples of `splits` consecutive panels: no two sets share a sample.
+struct Panels {
+  struct Panel {
+    Index sample_begin, sample_end, position_begin, position_end;
+    Index positions() const { return position_end - position_begin; }
+    Index columns() const { return (sample_end - sample_begin) * positions(); }
+  };
+
+  Index positions = 0, batch = 0, splits = 1, samples = 1, count = 0, width = 0;
+
+  Panels(Index positions_per_sample, Index batch_size, Index threads)
+      : positions(positions_per_sample), batch(batch_size) {
+    const auto ceil_div = [](Index a, Index b) { return (a + b - 1) / b; };
+    splits = std::max<Index>(1, (positions + panel_columns / 2) / panel_columns);
+    const Index most_splits = std::max<Index>(1, positions / min_panel_columns);
+    if (batch * splits < threads) splits = std::min(most_splits, ceil_div(threads, batch));
+    // Few panels: as many per thread, if the panels stay wide enough.
+    while (batch * splits < 4 * threads && (batch * splits) % threads != 0 && splits < most_splits) ++splits;
+    if (splits > 1) {
+      count = batch * splits;
+      width = ceil_div(positions, splits);
+      return;
+    }
+    samples = std::max<Index>(1, panel_columns / std::max<Index>(positions, 1));
+    count = std::max(ceil_div(batch, samples), std::min(batch, threads));
+    samples = ceil_div(batch, count);
+    count = ceil_div(batch, samples);
+    width = samples * positions;
+  }
+
+  Panel operator()(Index i) const {
+    if (splits > 1) {
+      const Index k = i % splits;
+      return {i / splits, i / splits + 1, positions * k / splits, positions * (k + 1) / splits};
+    }
+    return {i * samples, std::min(batch, (i + 1) * samples), 0, positions};
+  }
+  Index sample_sets() const { return count / splits; }
+};
+
+/// Rows of the unfold block per chunk for panels `width` columns wide.
+template <class Scalar>
+Index workspace_depth(Index group_rows, Index width) {
+  const Index fits = static_cast<Index>(workspace_bytes / sizeof(Scalar)) / std::max<Index>(width, 1);
+  return std::max<Index>(1, std::min(group_rows, fits));
+}
+
+template <class Scalar>
+using BlockMap = Eigen::Map<RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
+template <class Scalar>
+using ConstBlockMap = Eigen::Map<const RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
+
+/// Y = T X on the rows `region` of T, for `batch` samples: sample s reads
+/// x + s * x_stride through `window` and writes y + s * y_stride (laid out
+/// as OutputRegion says; overwritten). `w` holds the weights (out_channels,
+/// in_channels / groups, kernel...); conjugated ones give conj(T) X. The
+/// work is cut for `threads` threads (0: available_threads()); any number
+/// gives the same result, up to rounding.
+template <int Rank, class Scalar>
+void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, Index x_stride,
+                     const InputWindow& window, Scalar* y, Index y_stride, Index batch, const OutputRegion& region,
+                     Index threads = 0) {
+  if (batch <= 0 || region.channels() <= 0 || region.positions() <= 0) return;
+  const Index cog = g.out_per_group(), group_rows = g.in_per_group() * g.kernel_numel;
+  const Index positions = region.positions();
+  const Index first_group = region.channel_begin / cog, last_group = (region.channel_end - 1) / cog;
+  const Panels panels(positions, batch, threads > 0 ? threads : available_threads());
+  const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
+  const Index out_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
+  parallel_chunks(0, panels.count, 1, [&](Index first, Index last) {
+    Vector<Scalar> columns(depth * panels.width), out(out_rows * panels.width);  // uninitialised, aligned
+    for (Index i = first; i < last; ++i) {
+      const auto panel = panels(i);
+      const Index n = panel.columns(), piece = panel.positions();
+      const Index from = region.position_begin + panel.position_begin, to = from + piece;
+      const bool side_by_side = panel.sample_end - panel.sample_begin > 1;
+      for (Index group = first_group; group <= last_group; ++group) {
+        const Index oc_begin = std::max(region.channel_begin, group * cog);
+        const Index oc_end = std::min(region.channel_end, (group + 1) * cog);
+        Scalar* y_block = y + panel.sample_begin * y_stride + (oc_begin - region.channel_begin) * positions +
+                          panel.position_begin;
+        BlockMap<Scalar> product = side_by_side
+                                       ? BlockMap<Scalar>(out.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+                                       : BlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
+        for (Index r0 = 0; r0 < group_rows; r0 += depth) {
+          const Index r1 = std::min(r0 + depth, group_rows), row0 = group * group_rows;
+          for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+            unfold_block_into(g, x + s * x_stride, window, row0 + r0, row0 + r1, from, to,
+                              columns.data() + (s - panel.sample_begin) * piece, n);
+          const ConstBlockMap<Scalar> u(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+          const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
+                                              Eigen::OuterStride<>(group_rows));
+          if (r0 == 0)
+            product.noalias() = w_block * u;
+          else
+            product.noalias() += w_block * u;
+        }
+        if (side_by_side)  // each sample's columns to its own output
+          for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+            for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
+              const Scalar* source = out.data() + oc * n + (s - panel.sample_begin) * piece;
+              std::copy(source, source + piece, y_block + (s - panel.sample_begin) * y_stride + oc * positions);
+            }
+      }
+    }
+  });
+}
+
+/// X (+)= T^T Y on the rows `region` of T, for `batch` samples: sample s
+/// reads y + s * y_stride (laid out as OutputRegion says) and adds into x +
+/// s * x_stride through `window`, into the input channels of the groups
+/// the region's channels belong to; with `overwrite` those channels are
+/// set instead (nothing else of x is touched). With conjugated weights
+/// `w` it is T^H Y. The fold of one sample into one input channel runs on
+/// one thread: threads share the sample sets and, when there are fewer
+/// sets than threads, the input channels. `threads` as unfold_multiply.
+template <int Rank, class Scalar>
+void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, Index y_stride, Scalar* x,
+                   Index x_stride, const InputWindow& window, Index batch, const OutputRegion& region,
+                   bool overwrite, Index threads = 0) {
+  if (batch <= 0 || region.channels() <= 0 || region.positions() <= 0) return;
+  const Index cig = g.in_per_group(), cog = g.out_per_group(), kn = g.kernel_numel, group_rows = cig * kn;
+  const Index positions = region.positions();
+  const Index first_group = region.channel_begin / cog, last_group = (region.channel_end - 1) / cog;
+  const Index channel_begin = first_group * cig, channels = (last_group + 1 - first_group) * cig;
+  if (threads <= 0) threads = available_threads();
+  const Panels panels(positions, batch, threads);
+  const Index sets = panels.sample_sets();
+  const Index parts = sets >= threads ? 1 : std::min(channels, (threads + sets - 1) / sets);
+  const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
+  const Index gathered_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
+  parallel_chunks(0, sets * parts, 1, [&](Index first, Index last) {
+    Vector<Scalar> columns(depth * panels.width), gathered(gathered_rows * panels.width);
+    for (Index unit = first; unit < last; ++unit) {
+      const Index set = unit / parts, part = unit % parts;
+      const Index c_begin = channel_begin + channels * part / parts;
+      const Index c_end = channel_begin + channels * (part + 1) / parts;
+      if (c_begin == c_end) continue;
+      if (overwrite) {
+        const auto first_panel = panels(set * panels.splits);
+        for (Index s = first_panel.sample_begin; s < first_panel.sample_end; ++s) {
+          Scalar* channel = x + s * x_stride + (c_begin - window.channel_begin) * window.channel_stride;
+          std::fill(channel, channel + (c_end - c_begin) * window.channel_stride, Scalar(0));
+        }
+      }
+      for (Index i = set * panels.splits; i < (set + 1) * panels.splits; ++i) {
+        const auto panel = panels(i);
+        const Index n = panel.columns(), piece = panel.positions();
+        const Index from = region.position_begin + panel.position_begin, to = from + piece;
+        const bool side_by_side = panel.sample_end - panel.sample_begin > 1;
+        for (Index group = std::max(first_group, c_begin / cig); group <= (c_end - 1) / cig; ++group) {
+          const Index oc_begin = std::max(region.channel_begin, group * cog);
+          const Index oc_end = std::min(region.channel_end, (group + 1) * cog);
+          if (oc_begin >= oc_end) continue;
+          const Scalar* y_block = y + panel.sample_begin * y_stride +
+                                  (oc_begin - region.channel_begin) * positions + panel.position_begin;
+          if (side_by_side)  // the samples' columns side by side
+            for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+              for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
+                const Scalar* source = y_block + (s - panel.sample_begin) * y_stride + oc * positions;
+                std::copy(source, source + piece, gathered.data() + oc * n + (s - panel.sample_begin) * piece);
+              }
+          const ConstBlockMap<Scalar> y_group = side_by_side
+              ? ConstBlockMap<Scalar>(gathered.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+              : ConstBlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
+          const Index r_begin = (std::max(c_begin, group * cig) - group * cig) * kn;
+          const Index r_end = (std::min(c_end, (group + 1) * cig) - group * cig) * kn;
+          for (Index r0 = r_begin; r0 < r_end; r0 += depth) {
+            const Index r1 = std::min(r0 + depth, r_end), row0 = group * group_rows;
+            BlockMap<Scalar> c(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+            const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
+                                                Eigen::OuterStride<>(group_rows));
+            c.noalias() = w_block.transpose() * y_group;
+            for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
+              fold_block_add(g, columns.data() + (s - panel.sample_begin) * piece, n, row0 + r0, row0 + r1, from,
+                             to, x + s * x_stride, window);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/operator.hpp (continued) ----------------------------------------
 namespace convmat {
 
 template <class Scalar, int Rank>
@@ -2158,9 +2971,9 @@ class TikhonovOperator;
 namespace detail {
 
 /// What Eigen asks of a matrix-free operator — the typedefs, the flags and
-/// a checked `operator*` — written once for the three operators. Derived
-/// provides rows(), cols() and apply(x, y): y = A x for one contiguous
-/// vector.
+/// a checked `operator*` — and apply(), written once for the three
+/// operators. Derived provides rows(), cols() and apply_batch(x, x_stride,
+/// y, y_stride, batch): Y = A X for `batch` contiguous columns.
 template <class Derived, class ScalarType>
 class MatrixFreeBase : public Eigen::EigenBase<Derived> {
  public:
@@ -2179,6 +2992,14 @@ class MatrixFreeBase : public Eigen::EigenBase<Derived> {
       fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
            "), but the operator is ", self.rows(), " x ", self.cols());
     return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+  }
+
+  /// y = A x for one sample: x has cols() contiguous entries, y rows(); y
+  /// is overwritten and must not overlap x. apply_batch with a batch of
+  /// one, for callers that manage their own buffers.
+  void apply(const Scalar* x, Scalar* y) const {
+    const Derived& self = static_cast<const Derived&>(*this);
+    self.apply_batch(x, self.cols(), y, self.rows(), 1);
   }
 };
 
@@ -2256,49 +3077,43 @@ struct MatrixFreeProduct {
   static void scale_and_add(Dest& dst, const Operator& op, const Rhs& rhs, const Alpha& alpha) {
     Matrix<Scalar> y(op.rows(), rhs.cols());
     with_columns(dst, rhs, [&](const Scalar* x, Index x_stride) { op.apply_batch(x, x_stride, y.data(), y.rows(), rhs.cols()); });
-    dst += alpha * y;
+    // Scaled by hand, not as `alpha * y`: Eigen 3.4 loads a complex<float>
+    // constant as one 8-byte word from wherever its expression keeps it,
+    // which may be 4-byte aligned (UBSan: misaligned load).
+    const Scalar factor(alpha);
+    if (factor == Scalar(-1)) {
+      dst -= y;
+      return;
+    }
+    if (factor != Scalar(1))
+      for (Index i = 0; i < y.size(); ++i) y.data()[i] *= factor;
+    dst += y;
   }
 };
 
-/// y[:, j] = A x[:, j] for `batch` contiguous columns (strides between
-/// columns x_stride and y_stride), one apply() per column: the batch
-/// product of an operator whose apply() takes one sample.
-template <class Operator, class Scalar>
-void apply_each_column(const Operator& op, const Scalar* x, Index x_stride, Scalar* y, Index y_stride,
-                       Index batch) {
-  for (Index j = 0; j < batch; ++j) op.apply(x + j * x_stride, y + j * y_stride);
-}
+/// `batch` columns of `rows` entries, column j at data + j * stride.
+template <class Scalar>
+using ColumnsMap = Eigen::Map<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
+template <class Scalar>
+using ConstColumnsMap = Eigen::Map<const Matrix<Scalar>, 0, Eigen::OuterStride<>>;
 
-/// The most an operator spends on keeping every position's taps (beyond
-/// it, products find them as they go, with detail::forward / adjoint).
-inline constexpr std::size_t max_tap_table_bytes = std::size_t{64} << 20;
-
-/// Whether a layer's taps fit in max_tap_table_bytes.
-template <int Rank>
-bool tap_table_fits(const Geometry<Rank>& g) {
-  const auto most = static_cast<std::size_t>(g.output_spatial) * static_cast<std::size_t>(g.kernel_numel);
-  return most <= max_tap_table_bytes / sizeof(Tap);
-}
-
-/// A layer's geometry, its tap table and its weights, shared by an
-/// operator and its transposes. For complex scalars the conjugated weights
-/// are kept too.
+/// A layer's geometry and its weights, shared by an operator and its
+/// transposes. For complex scalars the conjugated weights are kept too.
 template <class Scalar, int Rank>
 struct OperatorState {
   Geometry<Rank> geometry;
-  TapLists<Rank> table;  // every position's taps, or none (see tap_table_fits)
-  bool has_table = false;
   Vector<Scalar> weight;
   Vector<Scalar> conjugate_weight;  // empty for real scalars
 };
 
 }  // namespace detail
 
-/// The matrix T of a layer, matrix-free: `op * x` is the layer (the direct
-/// convolution of detail::forward), `op.transpose() * y` is T^T y and
-/// `op.adjoint() * y` is T^H y (detail::adjoint; the same for real
-/// scalars). rows() = output_numel, cols() = input_numel. Copies are cheap
-/// and share the weights. Made by make_operator(spec, weight).
+/// The matrix T of a layer, matrix-free: `op * x` is the layer (unfold and
+/// GEMM, detail::unfold_multiply), `op.transpose() * y` is T^T y and
+/// `op.adjoint() * y` is T^H y (GEMM and fold, detail::multiply_fold; the
+/// same for real scalars). rows() = output_numel, cols() = input_numel.
+/// Copies are cheap and share the weights. Made by make_operator(spec,
+/// weight).
 template <class ScalarType, int Rank>
 class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank>, ScalarType> {
  public:
@@ -2310,13 +3125,11 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// false, T^T (T^H if also `conjugated`) if true. Prefer make_operator.
   ConvOperator(const detail::Geometry<Rank>& geometry, detail::Vector<Scalar> weight, bool transposed)
       : transposed_(transposed) {
-    if (weight.size() != geometry.weight_numel())  // apply() reads weight_numel() of them
+    if (weight.size() != geometry.weight_numel())  // the products read weight_numel() of them
       detail::fail("ConvOperator: weight has ", weight.size(), " elements, but the geometry needs ",
                    geometry.weight_numel());
     auto state = std::make_shared<detail::OperatorState<Scalar, Rank>>();
     state->geometry = geometry;
-    state->has_table = detail::tap_table_fits(geometry);
-    if (state->has_table) state->table.assign(geometry, 0, geometry.output_spatial);
     state->weight = std::move(weight);
     if constexpr (Eigen::NumTraits<Scalar>::IsComplex) state->conjugate_weight = state->weight.conjugate();
     state_ = std::move(state);
@@ -2336,24 +3149,19 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
 
   /// Y = op X for `batch` samples: column j of X starts at x + j *
   /// x_stride (cols() contiguous entries), of Y at y + j * y_stride (rows()
-  /// entries, overwritten; no overlap with X). What `op * X` runs.
+  /// entries, overwritten; no overlap with X). What `op * X` runs, and
+  /// apply(x, y) with a batch of one: unfold and GEMM for T (and conj(T)),
+  /// GEMM and fold for T^T and T^H, a bounded workspace per thread.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = op x for one sample: x has cols() contiguous entries, y rows();
-  /// y is overwritten and must not overlap x. The building block of
-  /// `operator*`, for callers that manage their own buffers.
-  void apply(const Scalar* x, Scalar* y) const {
     const auto& state = *state_;
     const auto& g = state.geometry;
-    const Scalar* w = conjugated_ && !transposed_ ? state.conjugate_weight.data() : state.weight.data();
-    const auto kept = [&](Index p) { return std::pair(state.table.begin(p), state.table.end(p)); };
+    // conj(T) and T^H read the conjugated weights, T and T^T the weights.
+    const Scalar* w = conjugated_ ? state.conjugate_weight.data() : state.weight.data();
     if (!transposed_)
-      state.has_table ? detail::forward_over(g, kept, w, x, y) : detail::forward(g, w, x, y);
+      detail::unfold_multiply(g, w, x, x_stride, detail::whole_input(g), y, y_stride, batch, detail::whole_output(g));
     else
-      state.has_table ? detail::adjoint_over(g, kept, w, x, y, conjugated_)
-                      : detail::adjoint(g, w, x, y, conjugated_);
+      detail::multiply_fold(g, w, x, x_stride, y, y_stride, detail::whole_input(g), batch, detail::whole_output(g),
+                            true);
   }
 
  private:
@@ -2413,18 +3221,15 @@ class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, 
   /// The ConvOperator T it is the normal operator of.
   const ConvOperator<Scalar, Rank>& conv() const { return op_; }
 
-  /// Y = (T^H T + lambda I) X for `batch` columns (see ConvOperator::apply_batch).
+  /// Y = (T^H T + lambda I) X for `batch` columns (see
+  /// ConvOperator::apply_batch): T X for the whole batch, then T^H of it.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = (T^H T + lambda I) x for one contiguous vector (no overlap).
-  void apply(const Scalar* x, Scalar* y) const {
-    detail::Vector<Scalar> t(op_.rows());
-    op_.apply(x, t.data());
-    op_.adjoint().apply(t.data(), y);
+    detail::Matrix<Scalar> t(op_.rows(), batch);  // T X
+    op_.apply_batch(x, x_stride, t.data(), t.rows(), batch);
+    op_.adjoint().apply_batch(t.data(), t.rows(), y, y_stride, batch);
     if (lambda_ != RealScalar(0))
-      Eigen::Map<detail::Vector<Scalar>>(y, cols()) += lambda_ * Eigen::Map<const detail::Vector<Scalar>>(x, cols());
+      detail::ColumnsMap<Scalar>(y, cols(), batch, Eigen::OuterStride<>(y_stride)) +=
+          lambda_ * detail::ConstColumnsMap<Scalar>(x, cols(), batch, Eigen::OuterStride<>(x_stride));
   }
 
  private:
@@ -2478,20 +3283,18 @@ class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarTy
     return stacked;
   }
 
-  /// Y = A X for `batch` columns (see ConvOperator::apply_batch).
+  /// Y = A X for `batch` columns (see ConvOperator::apply_batch): T's
+  /// (or T^T's, T^H's) product on the whole batch, then the identity part.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::apply_each_column(*this, x, x_stride, y, y_stride, batch);
-  }
-
-  /// y = A x for one contiguous vector (no overlap).
-  void apply(const Scalar* x, Scalar* y) const {
-    using Map = Eigen::Map<detail::Vector<Scalar>>;
-    using ConstMap = Eigen::Map<const detail::Vector<Scalar>>;
-    op_.apply(x, y);
-    if (stacked_)  // [T x; s x]
-      Map(y + op_.rows(), op_.cols()) = scale_ * ConstMap(x, op_.cols());
-    else  // T' x_top + s x_bottom
-      Map(y, op_.rows()) += scale_ * ConstMap(x + op_.cols(), op_.rows());
+    using Map = detail::ColumnsMap<Scalar>;
+    using ConstMap = detail::ConstColumnsMap<Scalar>;
+    op_.apply_batch(x, x_stride, y, y_stride, batch);  // the first op_.rows() entries of each column
+    if (stacked_)  // [T X; s X]
+      Map(y + op_.rows(), op_.cols(), batch, Eigen::OuterStride<>(y_stride)) =
+          scale_ * ConstMap(x, op_.cols(), batch, Eigen::OuterStride<>(x_stride));
+    else  // T' X_top + s X_bottom
+      Map(y, op_.rows(), batch, Eigen::OuterStride<>(y_stride)) +=
+          scale_ * ConstMap(x + op_.cols(), op_.rows(), batch, Eigen::OuterStride<>(x_stride));
   }
 
  private:
@@ -2514,7 +3317,7 @@ TikhonovOperator<Scalar, Rank> tikhonov_operator(const ConvOperator<Scalar, Rank
 
 // Eigen's side of the recipe: the operators are "sparse" for Eigen's
 // expression machinery, and their product with a dense vector or matrix is
-// evaluated through apply().
+// evaluated through apply_batch() (detail::MatrixFreeProduct).
 namespace Eigen::internal {
 
 template <class Scalar, int Rank>
@@ -2579,6 +3382,16 @@ Index conv_matrix_nonzeros(const Spec& spec) {
   return g.nonzeros_between(0, g.output_numel());
 }
 
+/// The exact number of entries conv_matrix_sparse_rows(spec, weight,
+/// row_begin, row_end) stores: what a row block will cost, before it is
+/// built (to size its StorageIndex, or to split a matrix into blocks).
+template <class Spec>
+Index conv_matrix_nonzeros(const Spec& spec, Index row_begin, Index row_end) {
+  const auto g = detail::geometry(spec);
+  detail::check_row_range(row_begin, row_end, g.output_numel());
+  return g.nonzeros_between(row_begin, row_end);
+}
+
 /// Rows, columns, non-zeros and the bytes of the dense and sparse forms of
 /// the layer's matrix with the given Scalar and sparse StorageIndex.
 template <class Scalar = float, class StorageIndex = int, class Spec>
@@ -2600,104 +3413,60 @@ MatrixSize matrix_size(const Spec& spec) {
 }  // namespace convmat
 
 // ---- convmat/spectral.hpp ----------------------------------------------------
-// Singular values of T. spectral_norm: the largest, by power iteration on
-// the matrix-free operator, for any layer. singular_values: all of them —
-// exactly and fast through the FFT when T is block-circulant (circular
-// padding, stride 1, output size equal to input size: per frequency, the
-// singular values of one small C_out x C_in matrix, after Sedghi, Gupta and
-// Long, "The Singular Values of Convolutional Layers", ICLR 2019), and
-// through an SVD of the dense matrix otherwise.
+// Singular values of T, for layers of any size:
 //
-// The SVD (of the dense matrix, and of each frequency's small matrix) is
+//   - spectral_norm: the largest, by block Golub-Kahan-Lanczos on the
+//     matrix-free operator (detail/lanczos.hpp), with the residual reached;
+//   - singular_values(spec, w, k): the k largest, the same way — or exactly
+//     by the FFT when T is block-circulant;
+//   - singular_values(spec, w): all of them, exactly by the FFT when T is
+//     block-circulant, else by an SVD of the dense matrix (detail/svd.hpp);
+//   - spectral_norm_bound: a certified bracket lower <= ||T||_2 <= upper for
+//     every padding mode and stride, the upper bound by the FFT of the
+//     circulant layer T is a piece of (detail/circulant.hpp).
+
+// ---- convmat/detail/circulant.hpp --------------------------------------------
+// A layer seen through the FFT. Every convolution layer is a piece of a
+// block-circulant one:
+//
+//     T = R C E P,
+//
+// where P pads the input as the padding mode says (zeros: an isometric
+// embedding), E embeds the padded signal into a periodic grid, C is a
+// circular convolution on that grid, and R keeps the outputs the layer has.
+// A stride s becomes s^d interleaved "phase" channels (the polyphase
+// split: padded position m is phase m mod s at grid position m div s), so C
+// has stride 1 and the FFT block-diagonalises it: per frequency f, one
+// small matrix M_f (C_out / groups x C_in / groups * s^d per group), and
+// the singular values of C are those of all the M_f together (Sedghi,
+// Gupta and Long, "The Singular Values of Convolutional Layers", ICLR 2019).
+// E and R have norm at most 1, so ||T|| <= ||P|| * max_f ||M_f||, and ||P||
+// is a product over axes of per-axis norms. Circular padding whose strides
+// divide the input needs no P: the input is already periodic; when the
+// output then covers the whole grid, R is the identity and C's values are
+// exactly T's.
+
+#include <unsupported/Eigen/FFT>
+#include <complex>
+
+// ---- convmat/detail/svd.hpp --------------------------------------------------
+// Singular values of a small dense matrix, right on repeated values.
+//
 // Householder bidiagonalisation followed by the eigenvalues of the
 // Golub-Kahan tridiagonal matrix by symmetric QR, LAPACK's way without
 // vectors. Not Eigen's BDCSVD: convolution matrices have highly repeated
-// singular values (every symmetry of the layer repeats them), and there
-// Eigen 3.4.0's BDCSVD returns wrong values — for the circular 1-channel
-// layer input (5, 7), kernel (1, 3), dilation (3, 1), padding (0, 1),
-// weights (0.3, -0.7, 0.2), off by 0.11 where the largest is 1.15
+// singular values (every symmetry of a layer repeats them), and there Eigen
+// 3.4.0's BDCSVD returns wrong values — for the circular 1-channel layer
+// input (5, 7), kernel (1, 3), dilation (3, 1), padding (0, 1), weights
+// (0.3, -0.7, 0.2), off by 0.11 where the largest is 1.15
 // (tests/test_spectral.cpp keeps that case). Not JacobiSVD either: right,
 // but 250 times slower at 1024 x 1024.
 
 #include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
-#include <unsupported/Eigen/FFT>
-#include <complex>
 #include <functional>
-#include <random>
 
-namespace convmat {
-
-/// How spectral_norm iterates.
-struct SpectralNormOptions {
-  /// Stop when |T^H T v - mu v| <= tolerance * mu for the unit vector v and
-  /// its Rayleigh quotient mu = |T v|^2 (mu is then accurate to about
-  /// tolerance^2), or when mu has stalled: it grew by at most tolerance^2 *
-  /// mu in one step (close singular values slow the vector down long after
-  /// the value has settled). 0 (the default) means sqrt(epsilon) of the
-  /// scalar's real type: 1.5e-8 for double, 3.5e-4 for float.
-  double tolerance = 0;
-  /// The most products with T^H T before giving up (converged = false).
-  Index max_iterations = 1000;
-  /// Seed of the random start vector; the result is deterministic.
-  std::uint64_t seed = 2019;
-};
-
-/// What spectral_norm found.
-template <class Real>
-struct SpectralNorm {
-  Real value = 0;          ///< the estimate of the largest singular value (never above it, up to rounding)
-  bool converged = false;  ///< whether the tolerance was met within max_iterations
-  Index iterations = 0;    ///< products with T^H T performed
-};
-
-namespace detail {
-
-template <class Scalar>
-void fill_random(Vector<Scalar>& v, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal;
-  for (Index i = 0; i < v.size(); ++i) {
-    if constexpr (Eigen::NumTraits<Scalar>::IsComplex)
-      v(i) = Scalar(normal(rng), normal(rng));
-    else
-      v(i) = static_cast<Scalar>(normal(rng));
-  }
-}
-
-/// Power iteration on T^H T for any ConvOperator.
-template <class Scalar, int Rank>
-SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> power_iteration(const ConvOperator<Scalar, Rank>& op,
-                                                                      const SpectralNormOptions& options) {
-  using Real = typename Eigen::NumTraits<Scalar>::Real;
-  if (!(options.tolerance >= 0) || options.max_iterations < 1)
-    fail("spectral_norm: tolerance must be non-negative and max_iterations positive: tolerance=",
-         options.tolerance, ", max_iterations=", options.max_iterations);
-  const Real tolerance = options.tolerance > 0 ? static_cast<Real>(options.tolerance)
-                                               : std::sqrt(Eigen::NumTraits<Real>::epsilon());
-  const auto adjoint = op.adjoint();
-  Vector<Scalar> v(op.cols()), u(op.rows()), z(op.cols());
-  fill_random(v, options.seed);
-  v.normalize();
-  SpectralNorm<Real> result;
-  Real previous = -1;
-  while (result.iterations < options.max_iterations) {
-    ++result.iterations;
-    op.apply(v.data(), u.data());
-    adjoint.apply(u.data(), z.data());
-    const Real mu = u.squaredNorm();  // Rayleigh quotient v^H T^H T v
-    result.value = std::sqrt(mu);
-    const Real z_norm = z.norm();
-    if (z_norm == Real(0) ||  // T v = 0: T is zero (a random v is in no smaller null space)
-        (z - mu * v).norm() <= tolerance * mu || std::abs(mu - previous) <= tolerance * tolerance * mu) {
-      result.converged = true;
-      break;
-    }
-    previous = mu;
-    v = z / z_norm;
-  }
-  return result;
-}
+namespace convmat::detail {
 
 /// All singular values of `a`, descending: Householder bidiagonalisation
 /// B = U^H a V, then the eigenvalues +-sigma of the Golub-Kahan tridiagonal
@@ -2729,15 +3498,179 @@ Vector<typename Eigen::NumTraits<Scalar>::Real> svd_values(Matrix<Scalar> a) {
   return eigen.eigenvalues().tail(n).reverse().cwiseMax(Work(0)).template cast<Real>();
 }
 
-/// Whether the convolution `g` is block-circulant: circular padding,
-/// stride 1 and output size equal to input size in every axis. Then output
-/// o reads input (o + s_k) mod N through tap k, with s_k what output 0 reads.
+/// The largest singular value of `a`: the square root of the largest
+/// eigenvalue of its smaller Gram matrix (a^H a or a a^H), by symmetric QR.
+template <class Scalar>
+typename Eigen::NumTraits<Scalar>::Real largest_svd_value(const Matrix<Scalar>& a) {
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  if (a.size() == 0) return Real(0);
+  const Matrix<Scalar> gram = a.rows() < a.cols() ? Matrix<Scalar>(a * a.adjoint()) : Matrix<Scalar>(a.adjoint() * a);
+  if (gram.rows() == 1) return std::sqrt(std::max(Real(0), std::real(gram(0, 0))));
+  Eigen::SelfAdjointEigenSolver<Matrix<Scalar>> eigen(gram, Eigen::EigenvaluesOnly);
+  if (eigen.info() != Eigen::Success)
+    fail("singular_values: the symmetric QR iteration did not converge on a ", gram.rows(), " x ", gram.cols(),
+         " Gram matrix");
+  return std::sqrt(std::max(Real(0), eigen.eigenvalues()(gram.rows() - 1)));
+}
+
+template <class Real>
+Vector<Real> sorted_descending(Vector<Real> values) {
+  std::sort(values.data(), values.data() + values.size(), std::greater<Real>());
+  return values;
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/detail/circulant.hpp (continued) --------------------------------
+namespace convmat::detail {
+
+/// One spatial axis of a convolution, as the circulant model needs it.
+struct ConvAxis {
+  Index input = 0, output = 0, kernel = 0, stride = 1, dilation = 1, pad_begin = 0, pad_end = 0;
+  PaddingMode mode = PaddingMode::zeros;
+};
+
+/// The axes of a convolution.
 template <int Rank>
-bool block_circulant(const Geometry<Rank>& g, const ConvSpec<Rank>& spec) {
-  if (g.mode != PaddingMode::circular) return false;
+std::array<ConvAxis, Rank> conv_axes(const ConvSpec<Rank>& spec) {
+  const auto out = spec.output_size(), begin = spec.pad_begin(), end = spec.pad_end();
+  std::array<ConvAxis, Rank> axes;
   for (int d = 0; d < Rank; ++d)
-    if (spec.stride[d] != 1 || g.output_size[d] != g.input_size[d]) return false;
-  return true;
+    axes[d] = {spec.input_size[d], out[d], spec.kernel_size[d], spec.stride[d], spec.dilation[d], begin[d], end[d],
+               spec.padding_mode};
+  return axes;
+}
+
+/// The axes of the convolution a transposed layer is the adjoint of: it
+/// reads the transposed layer's output, with zero padding.
+template <int Rank>
+std::array<ConvAxis, Rank> conv_axes(const ConvTransposeSpec<Rank>& spec) {
+  const auto out = spec.output_size();
+  std::array<ConvAxis, Rank> axes;
+  for (int d = 0; d < Rank; ++d) {
+    // The padded extent the convolution reads: beyond it, zeros.
+    const Index reach = (spec.input_size[d] - 1) * spec.stride[d] + spec.dilation[d] * (spec.kernel_size[d] - 1) + 1;
+    const Index end = std::max<Index>(0, reach - spec.padding[d] - out[d]);
+    axes[d] = {out[d], spec.input_size[d], spec.kernel_size[d], spec.stride[d], spec.dilation[d], spec.padding[d],
+               end, PaddingMode::zeros};
+  }
+  return axes;
+}
+
+/// The smallest n' >= n whose prime factors are 2, 3 and 5: a size the FFT
+/// handles fast. Any grid at least as large as the padded signal works.
+inline Index fft_size(Index n) {
+  for (Index m = std::max<Index>(n, 1);; ++m) {
+    Index r = m;
+    for (Index p : {2, 3, 5})
+      while (r % p == 0) r /= p;
+    if (r == 1) return m;
+  }
+}
+
+/// One axis of the circulant model: outputs o < output read, through tap
+/// k, phase phase[k] at grid position (o + shift[k]) mod grid; `norm` is
+/// that of the axis's padding operator P_d; `whole` says R is the identity
+/// on this axis (output == grid, nothing padded: the model is the layer).
+struct CirculantAxis {
+  Index grid = 1, phases = 1, output = 1;
+  std::vector<Index> shift, phase;  // per tap
+  double norm = 1;
+  bool whole = false;
+};
+
+/// The circulant model of one axis (see the file comment).
+inline CirculantAxis circulant_axis(const ConvAxis& a) {
+  CirculantAxis c;
+  c.phases = a.stride;
+  c.output = a.output;
+  c.shift.resize(static_cast<std::size_t>(a.kernel));
+  c.phase.resize(static_cast<std::size_t>(a.kernel));
+  if (a.mode == PaddingMode::circular && a.input % a.stride == 0 && a.output <= a.input / a.stride) {
+    // Already periodic: input (o s + k d - pad_begin) mod D, phase and
+    // position read off the polyphase split of the input itself (every
+    // output its own grid row: output <= D / s).
+    c.grid = a.input / a.stride;
+    for (Index k = 0; k < a.kernel; ++k) {
+      const Index q = k * a.dilation - a.pad_begin;
+      c.shift[static_cast<std::size_t>(k)] = positive_mod(floor_div(q, a.stride), c.grid);
+      c.phase[static_cast<std::size_t>(k)] = positive_mod(q, a.stride);
+    }
+    c.whole = a.output == c.grid;
+    return c;
+  }
+  // The padded signal, long enough for every read and (zeros) every input.
+  const Index reach = (a.output - 1) * a.stride + a.dilation * (a.kernel - 1) + 1;
+  const Index padded = a.mode == PaddingMode::zeros ? std::max(a.pad_begin + a.input, reach)
+                                                     : a.pad_begin + a.input + a.pad_end;
+  c.grid = fft_size((padded + a.stride - 1) / a.stride);
+  for (Index k = 0; k < a.kernel; ++k) {
+    c.shift[static_cast<std::size_t>(k)] = k * a.dilation / a.stride;
+    c.phase[static_cast<std::size_t>(k)] = k * a.dilation % a.stride;
+  }
+  if (a.mode != PaddingMode::zeros) {
+    // P_d has one 1 per row (the input each padded position reads), so
+    // P_d^T P_d is diagonal: its norm is the root of the most reads of one input.
+    std::vector<Index> reads(static_cast<std::size_t>(a.input), 0);
+    for (Index m = 0; m < a.pad_begin + a.input + a.pad_end; ++m)
+      ++reads[static_cast<std::size_t>(padded_source(m - a.pad_begin, a.input, a.mode))];
+    c.norm = std::sqrt(static_cast<double>(*std::max_element(reads.begin(), reads.end())));
+  }
+  return c;
+}
+
+/// A layer as a block-circulant convolution on a grid (see the file
+/// comment): per kernel tap (flat, C order) its flat grid shift and flat
+/// phase; the channels; ||P||; and whether the circulant is the layer.
+template <int Rank>
+struct CirculantModel {
+  std::array<CirculantAxis, Rank> axes;
+  std::array<Index, Rank> grid{};
+  Index grid_numel = 1, phase_numel = 1;
+  Index out_channels = 1, in_channels = 1, groups = 1;
+  std::vector<Index> tap_shift, tap_phase;
+  double padding_norm = 1;
+  bool exact = false;
+
+  Index out_per_group() const { return out_channels / groups; }
+  /// The columns of one frequency's matrix: a group's input channels times the phases.
+  Index columns_per_group() const { return in_channels / groups * phase_numel; }
+};
+
+template <int Rank>
+CirculantModel<Rank> circulant_model(const std::array<ConvAxis, Rank>& axes, Index in_channels, Index out_channels,
+                                     Index groups) {
+  CirculantModel<Rank> m;
+  m.in_channels = in_channels;
+  m.out_channels = out_channels;
+  m.groups = groups;
+  m.exact = true;
+  Index kernel_numel = 1;
+  for (int d = 0; d < Rank; ++d) {
+    m.axes[d] = circulant_axis(axes[d]);
+    m.grid[d] = m.axes[d].grid;
+    m.grid_numel = checked_mul(m.grid_numel, m.grid[d], "FFT grid size");
+    m.phase_numel = checked_mul(m.phase_numel, m.axes[d].phases, "phase count");
+    kernel_numel = checked_mul(kernel_numel, axes[d].kernel, "kernel size");
+    m.padding_norm *= m.axes[d].norm;
+    m.exact = m.exact && m.axes[d].whole;
+  }
+  m.tap_shift.assign(static_cast<std::size_t>(kernel_numel), 0);
+  m.tap_phase.assign(static_cast<std::size_t>(kernel_numel), 0);
+  for (Index tap = 0; tap < kernel_numel; ++tap) {
+    Index rest = tap, shift = 0, phase = 0, grid_stride = 1, phase_stride = 1;
+    for (int d = Rank - 1; d >= 0; --d) {
+      const auto k = static_cast<std::size_t>(rest % axes[d].kernel);
+      rest /= axes[d].kernel;
+      shift += m.axes[d].shift[k] * grid_stride;
+      phase += m.axes[d].phase[k] * phase_stride;
+      grid_stride *= m.grid[d];
+      phase_stride *= m.axes[d].phases;
+    }
+    m.tap_shift[static_cast<std::size_t>(tap)] = shift;
+    m.tap_phase[static_cast<std::size_t>(tap)] = phase;
+  }
+  return m;
 }
 
 /// The multi-dimensional DFT of `data` (C-order, extents `sizes`) in
@@ -2765,54 +3698,632 @@ void fft_in_place(std::complex<Real>* data, const std::array<Index, Rank>& sizes
   }
 }
 
-/// All singular values of a block-circulant convolution, unsorted: for
-/// every group and frequency f, those of the (C_out / groups) x (C_in /
-/// groups) matrix M_f[a, b] = DFT of the (a, b) kernel, wrapped onto the
-/// input grid at the shifts the geometry gives output 0, at f.
+inline constexpr const char* spectra_hint =
+    "use the Lanczos estimates instead (singular_values(spec, weight, k), spectral_norm), or raise the limit with "
+    "set_max_dense_bytes()";
+
+/// The bytes FrequencyMatrices holds for a model (SIZE_MAX if it overflows).
 template <int Rank, class Scalar>
-Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const Geometry<Rank>& g, const Scalar* w) {
-  using Real = typename Eigen::NumTraits<Scalar>::Real;
+std::size_t spectra_bytes(const CirculantModel<Rank>& m) {
+  using Complex = std::complex<std::common_type_t<typename Eigen::NumTraits<Scalar>::Real, double>>;
+  const double bytes = static_cast<double>(m.out_channels) * static_cast<double>(m.in_channels / m.groups) *
+                       static_cast<double>(m.phase_numel) * static_cast<double>(m.grid_numel) * sizeof(Complex);
+  return bytes >= static_cast<double>(std::numeric_limits<std::size_t>::max()) ? std::numeric_limits<std::size_t>::max()
+                                                                                 : static_cast<std::size_t>(bytes);
+}
+
+/// Whether circulant_singular_values of the model stays within max_dense_bytes().
+template <class Scalar, int Rank>
+bool circulant_values_fit(const CirculantModel<Rank>& m) {
+  return spectra_bytes<Rank, Scalar>(m) <= max_dense_bytes();
+}
+
+/// The circulant model's frequency matrices, all at once: for every
+/// frequency f (flat over the grid) and group, M_f[a, (c, phase)] = the
+/// DFT at f of output channel a's kernel for input channel c, placed on the
+/// grid at the taps' shifts of that phase. Computed in double (at least):
+/// a float layer's weights are exact in it.
+template <int Rank, class Scalar>
+class FrequencyMatrices {
+ public:
+  using Real = std::common_type_t<typename Eigen::NumTraits<Scalar>::Real, double>;
   using Complex = std::complex<Real>;
-  // The small matrices are decomposed in at least double precision: cheap
-  // at their size, and it keeps float layers off Eigen's complex<float>
-  // SSE paths, which load a complex<float> as a double (UBSan: misaligned).
-  using Work = std::common_type_t<Real, double>;
-  using WorkMatrix = Eigen::Matrix<std::complex<Work>, Eigen::Dynamic, Eigen::Dynamic>;
-  const Index n = g.input_spatial, cog = g.out_per_group(), cig = g.in_per_group(), kn = g.kernel_numel;
-  const Index pairs = g.out_channels * cig;
-  const Index per_frequency = std::min(cog, cig);
-  const Index count = checked_mul(checked_mul(n, g.groups, "singular value count"), per_frequency,
-                                  "singular value count");
+  using Block = Eigen::Matrix<Complex, Eigen::Dynamic, Eigen::Dynamic>;
 
-  // The spectrum of every (output channel, input channel of its group) pair.
-  std::vector<Tap> taps;
-  g.taps_at(0, taps);  // (offset of output 0's input, tap): the shifts
-  std::vector<Complex> spectra(static_cast<std::size_t>(checked_mul(pairs, n, "spectra size")));
-  parallel_chunks(0, pairs, 16, [&](Index begin, Index end) {
-    Eigen::FFT<Real> fft;
-    std::vector<Complex> in, out;
-    for (Index pair = begin; pair < end; ++pair) {
-      Complex* h = spectra.data() + pair * n;
-      const Scalar* w_pair = w + pair * kn;
-      for (const Tap& t : taps) h[t.offset] += Complex(w_pair[t.tap]);
-      fft_in_place<Rank>(h, g.input_size, fft, in, out);
+  FrequencyMatrices(const CirculantModel<Rank>& model, const Scalar* w) : m_(model) {
+    const Index cig = m_.in_channels / m_.groups, kn = static_cast<Index>(m_.tap_shift.size());
+    const Index lines = checked_mul(checked_mul(m_.out_channels, cig, "spectra"), m_.phase_numel, "spectra");
+    check_dense_size(lines, m_.grid_numel, sizeof(Complex), "the FFT spectra for the layer's singular values",
+                     spectra_hint);
+    spectra_.assign(static_cast<std::size_t>(lines * m_.grid_numel), Complex(0));
+    // One line per (output channel, input channel, phase): its taps on the grid, transformed.
+    parallel_chunks(0, m_.out_channels * cig, 16, [&](Index begin, Index end) {
+      Eigen::FFT<Real> fft;
+      std::vector<Complex> in, out;
+      for (Index pair = begin; pair < end; ++pair) {
+        Complex* first = spectra_.data() + pair * m_.phase_numel * m_.grid_numel;
+        for (Index tap = 0; tap < kn; ++tap) {
+          const auto t = static_cast<std::size_t>(tap);
+          first[m_.tap_phase[t] * m_.grid_numel + m_.tap_shift[t]] += Complex(w[pair * kn + tap]);
+        }
+        for (Index phase = 0; phase < m_.phase_numel; ++phase)
+          fft_in_place<Rank>(first + phase * m_.grid_numel, m_.grid, fft, in, out);
+      }
+    });
+  }
+
+  /// Calls f(group, frequency, M) for every group and every frequency in
+  /// [first, last), M = M_f of the group: (C_out / groups) x (C_in / groups
+  /// * phases). The matrices are gathered a run of frequencies at a time,
+  /// so each spectrum is read in contiguous pieces.
+  template <class F>
+  void for_each(Index first, Index last, F&& f) const {
+    constexpr Index run = 32;
+    const Index cog = m_.out_per_group(), cig = m_.in_channels / m_.groups, p = m_.phase_numel;
+    std::vector<Block> blocks(static_cast<std::size_t>(run), Block(cog, cig * p));
+    for (Index group = 0; group < m_.groups; ++group)
+      for (Index begin = first; begin < last; begin += run) {
+        const Index count = std::min(run, last - begin);
+        for (Index a = 0; a < cog; ++a)
+          for (Index c = 0; c < cig; ++c)
+            for (Index phase = 0; phase < p; ++phase) {
+              const Complex* line =
+                  spectra_.data() + ((((group * cog + a) * cig + c) * p + phase) * m_.grid_numel + begin);
+              for (Index i = 0; i < count; ++i) blocks[static_cast<std::size_t>(i)](a, c * p + phase) = line[i];
+            }
+        for (Index i = 0; i < count; ++i) f(group, begin + i, blocks[static_cast<std::size_t>(i)]);
+      }
+  }
+
+  /// The flat index of frequency -f (each coordinate negated modulo its axis).
+  Index negated(Index f) const {
+    Index result = 0, stride = 1;
+    for (int d = Rank - 1; d >= 0; --d) {
+      const Index n = m_.grid[d], fd = f % n;
+      f /= n;
+      result += ((n - fd) % n) * stride;
+      stride *= n;
     }
-  });
+    return result;
+  }
 
-  // Per group and frequency, the singular values of the small matrix.
+  const CirculantModel<Rank>& model() const { return m_; }
+
+ private:
+  const CirculantModel<Rank>& m_;
+  std::vector<Complex> spectra_;
+};
+
+/// All singular values of the circulant model's C (unsorted): those of
+/// every group's M_f at every frequency. T's own when model.exact.
+template <int Rank, class Scalar>
+Vector<typename Eigen::NumTraits<Scalar>::Real> circulant_singular_values(const CirculantModel<Rank>& model,
+                                                                           const Scalar* w) {
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  const Index per_frequency = std::min(model.out_per_group(), model.columns_per_group());
+  const Index count = checked_mul(checked_mul(model.grid_numel, model.groups, "singular value count"),
+                                  per_frequency, "singular value count");
+  check_dense_size(count, 1, sizeof(Real), "the singular values", spectra_hint);
+  const FrequencyMatrices<Rank, Scalar> spectra(model, w);
   Vector<Real> values(count);
-  const Index blocks = g.groups * n;  // block b: group b / n, frequency b % n
-  parallel_chunks(0, blocks, 64, [&](Index begin, Index end) {
-    WorkMatrix m(cog, cig);
-    for (Index b = begin; b < end; ++b) {
-      const Index group = b / n, f = b % n;
-      for (Index a = 0; a < cog; ++a)
-        for (Index c = 0; c < cig; ++c)
-          m(a, c) = std::complex<Work>(spectra[static_cast<std::size_t>(((group * cog + a) * cig + c) * n + f)]);
-      values.segment(b * per_frequency, per_frequency) = svd_values(m).template cast<Real>();
-    }
+  parallel_chunks(0, model.grid_numel, 64, [&](Index begin, Index end) {
+    spectra.for_each(begin, end, [&](Index group, Index f, const auto& m) {
+      values.segment((group * model.grid_numel + f) * per_frequency, per_frequency) =
+          svd_values(m).template cast<Real>();
+    });
   });
   return values;
+}
+
+/// max over groups and frequencies of the largest singular value of M_f:
+/// the norm of the model's C. With real weights M_{-f} is conj(M_f), so
+/// only one of each pair is decomposed.
+template <int Rank, class Scalar>
+double circulant_norm(const CirculantModel<Rank>& model, const Scalar* w) {
+  const FrequencyMatrices<Rank, Scalar> spectra(model, w);
+  std::vector<double> best(static_cast<std::size_t>(model.grid_numel), 0.0);  // per frequency
+  parallel_chunks(0, model.grid_numel, 64, [&](Index begin, Index end) {
+    spectra.for_each(begin, end, [&](Index, Index f, const auto& m) {
+      if (!Eigen::NumTraits<Scalar>::IsComplex && spectra.negated(f) < f) return;  // its conjugate's twin
+      auto& at = best[static_cast<std::size_t>(f)];
+      at = std::max(at, static_cast<double>(largest_svd_value(m)));
+    });
+  });
+  return *std::max_element(best.begin(), best.end());
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/detail/lanczos.hpp ----------------------------------------------
+// The largest singular values of a matrix-free operator A (rows x cols) by
+// block Golub-Kahan-Lanczos bidiagonalisation with full reorthogonalisation
+// and thick restarts (the block form of Baglama and Reichel's augmented
+// implicitly restarted Lanczos bidiagonalisation, "irlba"). It keeps
+//
+//     A P = Q B,    A^H Q = P B^H + N T E^H,
+//
+// with P (cols x s) and Q (rows x s) orthonormal, B = Q^H A P small, and
+// N T (N orthonormal, T upper triangular) what A^H does to Q's last block
+// outside P. The basis grows a block of b columns at a time (b products
+// with A, then b with A^H, through the operator's apply_batch); the
+// singular triplets (sigma, u, v) of B give Ritz triplets (sigma, Q u, P v)
+// of A, exact on one side (A P v = sigma Q u) and off on the other by
+// |T u_last| (u's entries on the last block) — read off the small matrices,
+// no product needed. When the basis is full, the best Ritz vectors are kept
+// and the basis grows again from N. With b >= the multiplicity of a value,
+// repeated and clustered top values converge together, as fast as isolated
+// ones.
+
+#include <random>
+
+namespace convmat::detail {
+
+/// Gaussian random entries (complex: both parts), deterministic in `seed`.
+template <class Derived>
+void fill_random(Eigen::MatrixBase<Derived>& m, std::uint64_t seed) {
+  using Scalar = typename Derived::Scalar;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  for (Index j = 0; j < m.cols(); ++j)
+    for (Index i = 0; i < m.rows(); ++i) {
+      if constexpr (Eigen::NumTraits<Scalar>::IsComplex)
+        m(i, j) = Scalar(normal(rng), normal(rng));
+      else
+        m(i, j) = static_cast<Scalar>(normal(rng));
+    }
+}
+
+/// How a BlockLanczos run goes: the settings, already checked.
+struct LanczosSettings {
+  Index wanted = 1;            ///< how many of the largest singular values
+  double tolerance = 1e-10;    ///< converged when each residual <= tolerance * sigma_1
+  Index max_products = 1000;   ///< products with A (each paired with one with A^H)
+  Index block = 4;             ///< columns added per step
+  Index basis = 40;            ///< the most basis columns before a restart
+  std::uint64_t seed = 2019;   ///< of the random starting block
+  /// A known lower bound on sigma_1 of the whole operator, for runs on a
+  /// deflated part (whose own largest value may be zero): the tolerance
+  /// is relative to the larger of it and the run's own largest value.
+  double scale = 0;
+};
+
+/// What a BlockLanczos run found: the `wanted` largest Ritz values,
+/// descending, their residuals max(|A v - sigma u|, |A^H u - sigma v|)
+/// (measured by products with the final vectors, not estimated), and the
+/// vectors themselves (unit columns u of rows entries, v of cols).
+template <class Scalar>
+struct LanczosResult {
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  Vector<Real> values, residuals;
+  Vector<Real> image_norms;  ///< |A v| of each right vector v: a lower bound on sigma_1 for the first
+  Matrix<Scalar> left, right;
+  bool converged = false;
+  Index products = 0;  ///< with A (as many with A^H), the final check included
+};
+
+/// The block Lanczos bidiagonalisation of one operator, step by step:
+/// expand() grows the basis by a block, ritz() decomposes B, restart()
+/// keeps the best Ritz vectors. run() strings them together.
+template <class Operator>
+class BlockLanczos {
+ public:
+  using Scalar = typename Operator::Scalar;
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  /// B and its SVD are small: decomposed in at least double precision.
+  using Work = std::common_type_t<Real, double>;
+  using WorkScalar = std::conditional_t<Eigen::NumTraits<Scalar>::IsComplex, std::complex<Work>, Work>;
+  using WorkMatrix = Eigen::Matrix<WorkScalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  /// The iteration on `a`, or, with locked singular vectors (columns of
+  /// `locked_left`, rows x l, and `locked_right`, cols x l), on the part of
+  /// `a` orthogonal to them: every basis vector is kept orthogonal to the
+  /// locked ones, so what it finds are other singular triplets.
+  BlockLanczos(const Operator& a, const LanczosSettings& settings, Matrix<Scalar> locked_left = {},
+               Matrix<Scalar> locked_right = {})
+      : a_(a), adjoint_(a.adjoint()), settings_(settings), rows_(a.rows()), cols_(a.cols()),
+        locked_left_(std::move(locked_left)), locked_right_(std::move(locked_right)) {
+    space_ = std::min(rows_, cols_) - locked_right_.cols();
+    basis_ = std::min(std::max(settings.basis, settings.wanted + settings.block), space_);
+    block_ = std::max<Index>(1, std::min(settings.block, basis_));
+    p_.resize(cols_, basis_ + block_);
+    q_.resize(rows_, basis_);
+    b_ = WorkMatrix::Zero(basis_, basis_);
+    // The starting block: random, orthonormal.
+    auto start = p_.leftCols(block_);
+    fill_random(start, settings.seed);
+    next_ = orthonormalise(p_, 0, block_, nullptr, locked_right_);
+  }
+
+  /// Runs until the wanted values have converged, max_products is spent or
+  /// the space is exhausted (then B's values are exact).
+  LanczosResult<Scalar> run() {
+    const Index wanted = std::min(settings_.wanted, space_);
+    for (;;) {
+      if (s_ + next_ > basis_) restart(kept(wanted));
+      if (next_ == 0) break;  // A^H Q lies in P: the Ritz values are exact
+      expand();
+      ritz();
+      if (estimated_converged(wanted) || products_ >= settings_.max_products) break;
+    }
+    return finish(wanted);
+  }
+
+ private:
+  /// Orthonormalises columns [first, first + count) of `m` against the
+  /// `locked` columns, its columns before `first` and each other
+  /// (classical Gram-Schmidt, twice), in place. The coefficients on m's
+  /// columns go to coefficients(0 .. first + count, column) when given. A
+  /// column left (near) zero — the space it would add is already spanned —
+  /// is replaced by a random direction with coefficient 0, or dropped when
+  /// the space is full. Returns how many columns stand (they stay first).
+  template <class Basis>
+  Index orthonormalise(Basis& m, Index first, Index count, WorkMatrix* coefficients, const Matrix<Scalar>& locked,
+                       Index coefficient_column = 0) {
+    const Index dimension = m.rows() - locked.cols();
+    const auto project_out_locked = [&](auto& v) {
+      if (locked.cols() > 0) v -= locked * (locked.adjoint() * v).eval();
+    };
+    Index kept = 0;
+    std::uint64_t replacements = 0;
+    for (Index c = 0; c < count; ++c) {
+      const Index at = first + kept;
+      if (at != first + c) m.col(at) = m.col(first + c);
+      auto v = m.col(at);
+      const Real before = v.norm();
+      Vector<Scalar> h = Vector<Scalar>::Zero(at);
+      for (int pass = 0; pass < 2; ++pass) {
+        project_out_locked(v);
+        if (at == 0) continue;
+        const Vector<Scalar> g = m.leftCols(at).adjoint() * v;
+        v.noalias() -= m.leftCols(at) * g;
+        h += g;
+      }
+      const Real after = v.norm();
+      // Below this, what remains is rounding of what was already spanned.
+      const Real floor = Real(64) * Eigen::NumTraits<Real>::epsilon() * std::max(before, scale_);
+      if (coefficients) {
+        auto column = coefficients->col(coefficient_column + c);
+        column.head(at) = h.template cast<WorkScalar>();
+      }
+      if (after > floor) {
+        v /= after;
+        if (coefficients) (*coefficients)(at, coefficient_column + c) = WorkScalar(after);
+        ++kept;
+        continue;
+      }
+      if (at >= dimension) continue;  // the space is full: drop the column
+      // Breakdown: carry on in a random direction the basis does not span.
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        fill_random(v, settings_.seed + 7919 * (++replacements) + static_cast<std::uint64_t>(at));
+        for (int pass = 0; pass < 2; ++pass) {
+          project_out_locked(v);
+          if (at > 0) v -= m.leftCols(at) * (m.leftCols(at).adjoint() * v).eval();
+        }
+        const Real norm = v.norm();
+        if (norm > Real(0.5)) {
+          v /= norm;
+          ++kept;
+          break;
+        }
+      }
+    }
+    return kept;
+  }
+
+  /// Grows P and Q by the pending block N: Q's new block from A N, B's new
+  /// columns from the projections, and the next N T from A^H of Q's block.
+  void expand() {
+    const Index width = next_;
+    // Q's block: A N, orthonormalised against Q; the projections are B's columns.
+    a_.apply_batch(p_.col(s_).data(), cols_, q_.col(s_).data(), rows_, width);
+    products_ += width;
+    for (Index c = 0; c < width; ++c) scale_ = std::max(scale_, q_.col(s_ + c).norm());
+    b_.middleCols(s_, width).setZero();
+    const Index q_kept = orthonormalise(q_, s_, width, &b_, locked_left_, s_);
+    // The space of Q is full only when rows < width + s; keep P and Q square.
+    const Index added = std::min(width, q_kept);
+    last_ = added;
+    s_ += added;
+    // N T: A^H of Q's new block, orthonormalised against P (N included, now part of it).
+    Matrix<Scalar> z(cols_, added);
+    adjoint_.apply_batch(q_.col(s_ - added).data(), rows_, z.data(), cols_, added);
+    WorkMatrix coupling = WorkMatrix::Zero(s_ + added, added);
+    p_.middleCols(s_, added) = z;
+    next_ = orthonormalise(p_, s_, added, &coupling, locked_right_);
+    t_ = coupling.bottomRows(added).topRows(next_);  // N's rows: T
+  }
+
+  /// The SVD of B: Ritz values (descending), and the estimated residual of
+  /// each, |T u_last|.
+  void ritz() {
+    svd_.compute(b_.topLeftCorner(s_, s_), Eigen::ComputeThinU | Eigen::ComputeThinV);
+    estimates_.resize(s_);
+    for (Index i = 0; i < s_; ++i)
+      estimates_(i) = next_ == 0 ? Work(0)
+                                 : (t_ * svd_.matrixU().col(i).tail(last_)).norm();
+  }
+
+  /// tolerance * sigma_1: below it, a residual is converged.
+  Work threshold() const {
+    return Work(settings_.tolerance) * std::max(Work(svd_.singularValues()(0)), Work(settings_.scale));
+  }
+
+  bool estimated_converged(Index wanted) const {
+    const Work limit = threshold();
+    for (Index i = 0; i < std::min(wanted, s_); ++i)
+      if (!(estimates_(i) <= limit)) return false;
+    return s_ >= wanted;
+  }
+
+  /// How many Ritz vectors a restart keeps: the wanted ones and a block
+  /// more, or half the basis, leaving room for at least one block.
+  Index kept(Index wanted) const {
+    const Index most = basis_ - block_;
+    return std::max<Index>(0, std::min({s_, most, std::max(wanted + block_, basis_ / 2)}));
+  }
+
+  /// Keeps the `keep` best Ritz vectors as the new basis (B becomes their
+  /// values on the diagonal) and N as the next block.
+  void restart(Index keep) {
+    const Matrix<Scalar> n = p_.middleCols(s_, next_);
+    const Matrix<Scalar> u = svd_.matrixU().leftCols(keep).template cast<Scalar>();
+    const Matrix<Scalar> v = svd_.matrixV().leftCols(keep).template cast<Scalar>();
+    const Matrix<Scalar> left = q_.leftCols(s_) * u, right = p_.leftCols(s_) * v;
+    q_.leftCols(keep) = left;
+    p_.leftCols(keep) = right;
+    p_.middleCols(keep, next_) = n;
+    b_.setZero();
+    for (Index i = 0; i < keep; ++i) b_(i, i) = WorkScalar(svd_.singularValues()(i));
+    s_ = keep;
+  }
+
+  /// The wanted Ritz triplets, their residuals measured with two batch
+  /// products, and whether they meet the tolerance.
+  LanczosResult<Scalar> finish(Index wanted) {
+    LanczosResult<Scalar> r;
+    const Index k = std::min(wanted, s_);
+    r.values = svd_.singularValues().head(k).template cast<Real>();
+    r.left = q_.leftCols(s_) * svd_.matrixU().leftCols(k).template cast<Scalar>();
+    r.right = p_.leftCols(s_) * svd_.matrixV().leftCols(k).template cast<Scalar>();
+    Matrix<Scalar> av(rows_, k), ahu(cols_, k);
+    a_.apply_batch(r.right.data(), cols_, av.data(), rows_, k);
+    adjoint_.apply_batch(r.left.data(), rows_, ahu.data(), cols_, k);
+    r.products = products_ + k;
+    r.residuals.resize(k);
+    r.image_norms = av.colwise().norm().transpose();
+    bool converged = estimated_converged(wanted) || next_ == 0;
+    const auto limit = static_cast<Real>(threshold());
+    for (Index i = 0; i < k; ++i) {
+      const Real one = (av.col(i) - r.values(i) * r.left.col(i)).norm();
+      const Real other = (ahu.col(i) - r.values(i) * r.right.col(i)).norm();
+      r.residuals(i) = std::max(one, other);
+      converged = converged && r.residuals(i) <= limit;
+    }
+    r.converged = converged;  // of the k found; lanczos_tall asks for all wanted
+    return r;
+  }
+
+  const Operator& a_;
+  decltype(std::declval<const Operator&>().adjoint()) adjoint_;
+  LanczosSettings settings_;
+  Index rows_, cols_, space_ = 0, basis_ = 0, block_ = 0;
+  Matrix<Scalar> locked_left_, locked_right_;  // found before: every basis vector is orthogonal to them
+  Matrix<Scalar> p_, q_;            // P and the pending block N after it; Q
+  WorkMatrix b_, t_;                // B = Q^H A P; T of the last block
+  Eigen::JacobiSVD<WorkMatrix> svd_;
+  Vector<Work> estimates_;
+  Index s_ = 0, next_ = 0, last_ = 0, products_ = 0;
+  Real scale_ = 0;                  // the largest |A p| seen: the scale of "zero"
+};
+
+/// Appends the triplets of `more` to `r` and keeps the `wanted` largest.
+template <class Scalar>
+void merge_largest(LanczosResult<Scalar>& r, const LanczosResult<Scalar>& more, Index wanted) {
+  const Index n = r.values.size() + more.values.size();
+  std::vector<Index> order(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+  const auto value = [&](Index i) { return i < r.values.size() ? r.values(i) : more.values(i - r.values.size()); };
+  std::stable_sort(order.begin(), order.end(), [&](Index i, Index j) { return value(i) > value(j); });
+  const Index k = std::min(wanted, n);
+  LanczosResult<Scalar> merged;
+  merged.values.resize(k);
+  merged.residuals.resize(k);
+  merged.image_norms.resize(k);
+  merged.left.resize(r.left.rows(), k);
+  merged.right.resize(r.right.rows(), k);
+  for (Index c = 0; c < k; ++c) {
+    const Index i = order[static_cast<std::size_t>(c)];
+    const bool first = i < r.values.size();
+    const Index j = first ? i : i - r.values.size();
+    const auto& from = first ? r : more;
+    merged.values(c) = from.values(j);
+    merged.residuals(c) = from.residuals(j);
+    merged.image_norms(c) = from.image_norms(j);
+    merged.left.col(c) = from.left.col(j);
+    merged.right.col(c) = from.right.col(j);
+  }
+  merged.converged = r.converged && more.converged;
+  merged.products = r.products + more.products;
+  r = std::move(merged);
+}
+
+/// The wanted largest singular triplets of a tall operator (rows >= cols).
+/// A block of b vectors finds at most b copies of a repeated value, and
+/// convolutions repeat values far more often (a 1x1 kernel: once per
+/// position). So once the run has converged, the part of the operator
+/// orthogonal to what it found is searched from a new random block: any
+/// of its values above the k-th found belongs among the k largest, is
+/// merged in, and the search repeats — until the largest value left is
+/// not above the k-th.
+template <class Operator>
+LanczosResult<typename Operator::Scalar> lanczos_tall(const Operator& a, const LanczosSettings& settings) {
+  using Scalar = typename Operator::Scalar;
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  const Index wanted = std::min(settings.wanted, a.cols());
+  // The search rounds work orthogonally to the triplets found, whose
+  // residuals leak into theirs: the runs aim 8 times below the tolerance
+  // (no lower than rounding allows), so that what they lock is exact
+  // enough for the next round to reach the tolerance itself.
+  LanczosSettings tight = settings;
+  if (wanted > 1)
+    tight.tolerance = std::max(settings.tolerance / 8, 32.0 * double(std::numeric_limits<Real>::epsilon()));
+  // Whether a run's measured residuals meet the caller's tolerance.
+  const auto meets = [&](const LanczosResult<Scalar>& x, Real scale) {
+    return x.converged ||
+           (x.residuals.size() > 0 && x.residuals.maxCoeff() <= static_cast<Real>(settings.tolerance) * scale);
+  };
+  auto r = BlockLanczos<Operator>(a, tight).run();
+  bool good = r.values.size() > 0 && meets(r, r.values(0));
+  // A run ends short of `wanted` values only when its Krylov space is
+  // exhausted (T^H T has fewer distinct values than wanted: a layer whose
+  // values are all equal has a one-vector space); the rounds fill it up.
+  for (std::uint64_t round = 1; good; ++round) {
+    const bool short_of_wanted = r.values.size() < wanted;
+    if (!short_of_wanted && wanted == 1) break;
+    if (r.right.cols() >= a.cols() || r.products >= settings.max_products) {  // nothing left / no budget
+      good = !short_of_wanted && r.right.cols() >= a.cols();
+      break;
+    }
+    LanczosSettings search = tight;
+    search.wanted = std::min(settings.block, a.cols() - r.right.cols());
+    search.max_products = settings.max_products - r.products;
+    search.seed = settings.seed + 104729 * round;
+    search.scale = static_cast<double>(r.values(0));
+    const auto rest = BlockLanczos<Operator>(a, search, r.left, r.right).run();
+    const bool rest_good = rest.values.size() > 0 && meets(rest, r.values(0));
+    const Real floor = short_of_wanted ? -std::numeric_limits<Real>::infinity()
+                                       : r.values(wanted - 1) + static_cast<Real>(settings.tolerance) * r.values(0);
+    if (rest.values.size() == 0 || rest.values(0) <= floor) {  // nothing missing
+      r.products += rest.products;
+      // A search that stopped short of its tolerance (not for want of
+      // products) still settles it when its top value, plus the residual
+      // that bounds its error, stays below the floor.
+      good = rest_good || (rest.values.size() > 0 && rest.products < search.max_products &&
+                           rest.values(0) + rest.residuals(0) <= floor);
+      break;
+    }
+    if (!rest_good) {
+      r.products += rest.products;
+      good = false;
+      break;
+    }
+    merge_largest(r, rest, wanted);
+  }
+  r.converged = good && r.values.size() == wanted && meets(r, r.values(0));
+  return r;
+}
+
+/// The `settings.wanted` largest singular triplets of `a` (see
+/// BlockLanczos and lanczos_tall). A wide operator is run as its adjoint,
+/// which is tall, so that the basis P can fill its whole space (then B's
+/// values are exact); the triplets are swapped back.
+template <class Operator>
+LanczosResult<typename Operator::Scalar> block_lanczos(const Operator& a, const LanczosSettings& settings) {
+  if (a.rows() >= a.cols()) return lanczos_tall(a, settings);
+  const auto adjoint = a.adjoint();
+  auto r = lanczos_tall(adjoint, settings);
+  std::swap(r.left, r.right);
+  return r;
+}
+
+}  // namespace convmat::detail
+
+// ---- convmat/spectral.hpp (continued) ----------------------------------------
+namespace convmat {
+
+/// How the Lanczos iteration of spectral_norm, singular_values(spec, w, k),
+/// largest_singular_values and spectral_norm_bound runs. Every field's
+/// default (0) picks a value that suits the call.
+struct SpectralNormOptions {
+  /// Converged when every wanted singular triplet (sigma, u, v) has
+  /// |T^H u - sigma v| <= tolerance * sigma_1 and |T v - sigma u| as small,
+  /// both measured with the final vectors: each value is then within
+  /// tolerance * sigma_1 of a singular value of T. 0: 1e-10 in double,
+  /// 1e-5 in float (about where float products stop being exact enough).
+  double tolerance = 0;
+  /// The most products with T (each paired with one with T^H) before
+  /// giving up (converged = false). 0: 1000 + 100 k for k values.
+  Index max_iterations = 0;
+  /// Vectors added per Lanczos step. Any block finds every copy of a
+  /// repeated value: once the wanted values have converged, a fresh start
+  /// orthogonal to them looks for copies that were missed. 0: 1, which took
+  /// the fewest products on every layer measured (k = 6 of a 16384-column
+  /// layer: 330-460 products with 1, 390-620 with 2, 700-1200 with 4).
+  Index block_size = 0;
+  /// The most basis vectors kept before a restart. 0: max(40, 3 k + 2 b).
+  Index basis_size = 0;
+  /// Seed of the random starting block; the result is deterministic.
+  std::uint64_t seed = 2019;
+};
+
+/// What spectral_norm found.
+template <class Real>
+struct SpectralNorm {
+  Real value = 0;          ///< the largest Ritz value: never above ||T||, up to rounding
+  bool converged = false;  ///< whether `residual` met the tolerance within max_iterations
+  Index iterations = 0;    ///< products with T performed (as many with T^H)
+  Real residual = 0;       ///< max(|T^H u - value v|, |T v - value u|) / value, measured
+};
+
+/// The k largest singular values of an operator, with what the iteration reached.
+template <class Real>
+struct SingularValues {
+  /// Descending: the k asked for, or fewer when max_iterations stopped the
+  /// iteration before its basis held k vectors (converged is then false).
+  detail::Vector<Real> values;
+  detail::Vector<Real> residuals;  ///< of each value's triplet, measured (absolute)
+  bool converged = false;          ///< all k found, every residual <= tolerance * values(0)
+  Index iterations = 0;            ///< products with T performed (as many with T^H)
+};
+
+/// A certified bracket of the spectral norm: lower <= ||T||_2 <= upper.
+template <class Real>
+struct SpectralNormBound {
+  Real lower = 0;  ///< |T v| for a unit vector v (the Lanczos estimate's): always <= ||T||
+  Real upper = 0;  ///< by the FFT of the circulant layer T is part of: always >= ||T||
+  bool converged = false;  ///< whether the Lanczos estimate behind `lower` converged
+  Index iterations = 0;    ///< products with T it took
+};
+
+namespace detail {
+
+/// The Lanczos settings for k values of a layer of scalar type Scalar.
+template <class Scalar>
+LanczosSettings lanczos_settings(const SpectralNormOptions& options, Index k, const char* caller) {
+  if (!(options.tolerance >= 0) || !std::isfinite(options.tolerance) || options.max_iterations < 0 ||
+      options.block_size < 0 || options.basis_size < 0)
+    fail(caller, ": tolerance must be finite and non-negative, and max_iterations, block_size and basis_size "
+                 "not negative: tolerance=", options.tolerance, ", max_iterations=", options.max_iterations,
+         ", block_size=", options.block_size, ", basis_size=", options.basis_size);
+  using Real = typename Eigen::NumTraits<Scalar>::Real;
+  LanczosSettings s;
+  s.wanted = k;
+  s.tolerance = options.tolerance > 0 ? options.tolerance : std::is_same_v<Real, float> ? 1e-5 : 1e-10;
+  s.max_products = options.max_iterations > 0 ? options.max_iterations : 1000 + 100 * k;
+  s.block = options.block_size > 0 ? options.block_size : 1;
+  s.basis = options.basis_size > 0 ? options.basis_size : std::max<Index>(40, 3 * k + 2 * s.block);
+  s.seed = options.seed;
+  return s;
+}
+
+template <class Scalar>
+SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> spectral_norm_of(const LanczosResult<Scalar>& r) {
+  SpectralNorm<typename Eigen::NumTraits<Scalar>::Real> n;
+  n.value = r.values(0);
+  n.converged = r.converged;
+  n.iterations = r.products;
+  n.residual = n.value > 0 ? r.residuals(0) / n.value : r.residuals(0);
+  return n;
+}
+
+/// The circulant model of a layer (detail/circulant.hpp).
+template <int Rank>
+CirculantModel<Rank> circulant_model_of(const ConvSpec<Rank>& spec) {
+  return circulant_model<Rank>(conv_axes(spec), spec.in_channels, spec.out_channels, spec.groups);
+}
+template <int Rank>
+CirculantModel<Rank> circulant_model_of(const ConvTransposeSpec<Rank>& spec) {
+  return circulant_model<Rank>(conv_axes(spec), spec.out_channels, spec.in_channels, spec.groups);
 }
 
 /// All singular values of the geometry's matrix, descending, by svd_values
@@ -2826,29 +4337,72 @@ Vector<typename Eigen::NumTraits<Scalar>::Real> dense_singular_values(const Geom
   return svd_values(std::move(t));
 }
 
+template <class Spec>
+void check_wanted(const Spec& spec, Index k) {
+  const Index most = std::min(spec.output_numel(), spec.input_numel());
+  if (k < 1 || k > most)
+    fail("singular_values: k must be between 1 and min(output_numel, input_numel) = ", most, ", not ", k);
+}
+
 template <class Real>
-Vector<Real> sorted_descending(Vector<Real> values) {
-  std::sort(values.data(), values.data() + values.size(), std::greater<Real>());
-  return values;
+detail::Vector<Real> converged_values(const SingularValues<Real>& r, const SpectralNormOptions& options,
+                                      const char* what) {
+  if (!r.converged) {
+    const Real worst = r.residuals.size() ? r.residuals.maxCoeff() : Real(0);
+    fail_convergence("singular_values: the ", r.values.size(), " largest singular values of ", what,
+                     " did not converge in ", r.iterations, " products: the largest residual is ",
+                     r.values.size() && r.values(0) > 0 ? worst / r.values(0) : worst,
+                     " of sigma_1, the tolerance ",
+                     options.tolerance > 0 ? options.tolerance : std::is_same_v<Real, float> ? 1e-5 : 1e-10,
+                     "; raise SpectralNormOptions::max_iterations or the tolerance, or call "
+                     "largest_singular_values for the estimates as they are");
+  }
+  return r.values;
+}
+
+/// The certified upper bound of ||T|| from the circulant model: ||P|| times
+/// the largest frequency norm, computed in double, raised by a margin
+/// that covers the rounding of the FFT and the eigenvalue solver.
+template <int Rank, class Scalar>
+double circulant_upper_bound(const CirculantModel<Rank>& model, const Scalar* w) {
+  const double norm = circulant_norm(model, w);
+  double log_grid = 0;
+  for (Index n : model.grid) log_grid += std::log2(static_cast<double>(n) + 1);
+  const double terms = static_cast<double>(model.columns_per_group() + model.out_per_group() +
+                                           static_cast<Index>(model.tap_shift.size())) + log_grid;
+  const double margin = 64 * std::numeric_limits<double>::epsilon() * terms;
+  return model.padding_norm * norm * (1 + margin);
 }
 
 }  // namespace detail
 
-/// Whether singular_values(spec, weight) takes the exact FFT path: circular
-/// padding, stride 1 and output_size() == input_size in every dimension
-/// (any kernel, dilation, padding split, channels and groups).
-template <int Rank>
-bool is_block_circulant(const ConvSpec<Rank>& spec) {
-  return detail::block_circulant(detail::geometry(spec), spec);
+/// The k largest singular values of any matrix-free operator `op` (a
+/// ConvOperator, or anything with rows(), cols(), adjoint() and
+/// apply_batch(x, x_stride, y, y_stride, batch)) by block Golub-Kahan-
+/// Lanczos bidiagonalisation with full reorthogonalisation and thick
+/// restarts, with the residuals reached. Never throws for convergence:
+/// see `converged`.
+template <class Operator>
+SingularValues<typename Eigen::NumTraits<typename Operator::Scalar>::Real> largest_singular_values(
+    const Operator& op, Index k, const SpectralNormOptions& options = {}) {
+  using Scalar = typename Operator::Scalar;
+  const Index most = std::min(op.rows(), op.cols());
+  if (k < 1 || k > most)
+    detail::fail("largest_singular_values: k must be between 1 and min(rows, cols) = ", most, ", not ", k);
+  const auto r = detail::block_lanczos(op, detail::lanczos_settings<Scalar>(options, k, "largest_singular_values"));
+  return {r.values, r.residuals, r.converged, r.products};
 }
 
 /// The largest singular value of the layer's matrix T (its spectral norm,
-/// the layer's Lipschitz constant in the 2-norm) by power iteration on
-/// T^H T with the matrix-free operator: any spec, any size.
+/// the layer's Lipschitz constant in the 2-norm), by block Lanczos on the
+/// matrix-free operator: any spec, any size. Clustered and repeated top
+/// values converge as isolated ones do; `residual` says what was reached.
 template <int Rank, class Derived>
 SpectralNorm<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
-  return detail::power_iteration(make_operator(spec, weight), options);
+  using Scalar = typename Derived::Scalar;
+  return detail::spectral_norm_of(
+      detail::block_lanczos(make_operator(spec, weight), detail::lanczos_settings<Scalar>(options, 1, "spectral_norm")));
 }
 
 /// The largest singular value of a transposed layer's matrix (the same as
@@ -2857,22 +4411,35 @@ template <int Rank, class Derived>
 SpectralNorm<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight,
     const SpectralNormOptions& options = {}) {
-  return detail::power_iteration(make_operator(spec, weight), options);
+  using Scalar = typename Derived::Scalar;
+  return detail::spectral_norm_of(
+      detail::block_lanczos(make_operator(spec, weight), detail::lanczos_settings<Scalar>(options, 1, "spectral_norm")));
+}
+
+/// Whether the layer's matrix is block-circulant, so singular_values takes
+/// the exact FFT path: circular padding and, in every dimension, a stride
+/// that divides the input with output_size == input_size / stride (with
+/// stride 1: the size kept), any kernel, dilation, padding split,
+/// channels and groups.
+template <int Rank>
+bool is_block_circulant(const ConvSpec<Rank>& spec) {
+  spec.validate();
+  return spec.padding_mode == PaddingMode::circular && detail::circulant_model_of(spec).exact;
 }
 
 /// All singular values of the layer's matrix T, descending: min(output_numel,
 /// input_numel) of them, as a vector of the weights' real type. When
 /// is_block_circulant(spec), exactly through the FFT in O(C_out C_in N log N
 /// + N groups (C/groups)^3) for N spatial positions; otherwise by an SVD of
-/// the dense matrix (O(m n^2)), which max_dense_bytes() guards
-/// (spec_error if too large).
+/// the dense matrix (O(m n^2)). Both are held to max_dense_bytes()
+/// (memory_limit_error beyond it).
 template <int Rank, class Derived>
 detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
-  if (detail::block_circulant(g, spec))
-    return detail::sorted_descending(detail::circulant_singular_values(g, w.data()));
+  if (is_block_circulant(spec))
+    return detail::sorted_descending(detail::circulant_singular_values(detail::circulant_model_of(spec), w.data()));
   return detail::sorted_descending(detail::dense_singular_values(g, w.data()));
 }
 
@@ -2884,6 +4451,70 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
   return detail::sorted_descending(detail::dense_singular_values(g, w.data()));
+}
+
+/// The k largest singular values of the layer's matrix T, descending, for
+/// a layer of any size: exactly by the FFT when is_block_circulant(spec)
+/// (and its spectra fit in max_dense_bytes()), else by
+/// largest_singular_values on the matrix-free operator. Throws
+/// convergence_error if those did not converge within
+/// options.max_iterations (largest_singular_values returns them as they are).
+template <int Rank, class Derived>
+detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+    const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
+    const SpectralNormOptions& options = {}) {
+  detail::check_wanted(spec, k);
+  const auto w = detail::weight_view(weight, spec.weight_numel(), detail::conv_weight_layout);
+  if (is_block_circulant(spec)) {
+    const auto model = detail::circulant_model_of(spec);
+    if (detail::circulant_values_fit<typename Derived::Scalar>(model))  // else the iteration: it needs the operator only
+      return detail::sorted_descending(detail::circulant_singular_values(model, w.data())).head(k).eval();
+  }
+  return detail::converged_values(largest_singular_values(make_operator(spec, w), k, options), options, "the layer");
+}
+
+/// The k largest singular values of a transposed layer's matrix, by
+/// largest_singular_values on its operator (convergence_error if they did
+/// not converge).
+template <int Rank, class Derived>
+detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+    const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
+    const SpectralNormOptions& options = {}) {
+  detail::check_wanted(spec, k);
+  return detail::converged_values(largest_singular_values(make_operator(spec, weight), k, options), options,
+                                  "the transposed layer");
+}
+
+/// A certified bracket lower <= ||T||_2 <= upper for every padding mode,
+/// stride, dilation and group count, and for transposed layers: `upper`
+/// is ||P|| times the norm of the circulant convolution T is a restriction
+/// of (exact by the FFT; P the padding operator, of norm 1 for zeros and
+/// for circular padding whose strides divide the input), raised by a
+/// rounding margin; `lower` is |T v| for the unit vector v of the Lanczos
+/// estimate. Everything runs in double (a float layer's weights are exact
+/// in it), so the bracket holds for the weights as given.
+template <class Spec, class Derived>
+SpectralNormBound<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spectral_norm_bound(
+    const Spec& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
+  using Real = typename Eigen::NumTraits<typename Derived::Scalar>::Real;
+  using Work = std::conditional_t<Eigen::NumTraits<typename Derived::Scalar>::IsComplex, std::complex<double>, double>;
+  const detail::Vector<Work> w = detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec)).template cast<Work>();
+  const auto op = make_operator(spec, w);
+  const auto lanczos = detail::block_lanczos(op, detail::lanczos_settings<Work>(options, 1, "spectral_norm_bound"));
+  SpectralNormBound<Real> bound;
+  const double lower = lanczos.image_norms(0) / lanczos.right.col(0).norm();
+  // Lowered past the rounding of the product |T v| (relative 1e-12 covers
+  // any layer whose entries per row are fewer than 10^3), then rounded
+  // down and up to the weights' type, so the bracket still holds.
+  bound.lower = static_cast<Real>(lower * (1 - 1e-12));
+  if (bound.lower > lower) bound.lower = std::nextafter(bound.lower, Real(0));
+  const double upper = detail::circulant_upper_bound(detail::circulant_model_of(spec), w.data());
+  CONVMAT_ASSERT(upper >= lower, "the certified upper bound is at least the Lanczos lower bound");
+  bound.upper = static_cast<Real>(upper);
+  if (bound.upper < upper) bound.upper = std::nextafter(bound.upper, std::numeric_limits<Real>::infinity());
+  bound.converged = lanczos.converged;
+  bound.iterations = lanczos.products;
+  return bound;
 }
 
 }  // namespace convmat
@@ -2899,89 +4530,6 @@ namespace detail {
 inline constexpr const char* unfold_hint =
     "use convolve() or the sparse matrix instead, or raise the limit with set_max_dense_bytes()";
 
-/// Walks rows [row_begin, row_end) of the unfold matrix (rows (channel,
-/// tap), columns output positions) in order; in each row, the columns of
-/// outer positions [outer_begin, outer_end) — an outer position is one
-/// multi-index of every output axis but the last — one segment of O_last
-/// columns each. For each segment it calls f(row, column, base, sources,
-/// interior): the segment holds columns [column, column + O_last), counted
-/// from outer_begin's first column; element j reads input[base +
-/// sources[j]] (sources[j] < 0: padding zero); base < 0 means the whole
-/// segment reads padding zeros. `interior` is the last axis's AxisRun for
-/// the row's tap: elements [begin, end) read input[base + first + (j -
-/// begin) * step], with no padding in between.
-template <int Rank, class F>
-void for_each_unfold_segment(const Geometry<Rank>& g, Index row_begin, Index row_end, Index outer_begin,
-                             Index outer_end, F&& f) {
-  constexpr int last = Rank - 1;
-  const Index segment = g.output_size[last];
-  std::array<Index, Rank> first_outer{};  // multi-index of outer_begin (last axis unused)
-  for (Index outer = outer_begin, d = last - 1; d >= 0; --d) {
-    first_outer[d] = outer % g.output_size[d];
-    outer /= g.output_size[d];
-  }
-  for (Index row = row_begin; row < row_end; ++row) {
-    const Index channel = row / g.kernel_numel;
-    std::array<Index, Rank> k{};  // tap multi-index
-    for (Index tap = row % g.kernel_numel, d = last; d >= 0; --d) {
-      k[d] = tap % g.kernel_size[d];
-      tap /= g.kernel_size[d];
-    }
-    const Index* sources = g.axes[last].sources_of_tap(k[last]);
-    const AxisRun& interior = g.axes[last].interior(k[last]);
-    std::array<Index, Rank> o = first_outer;
-    for (Index outer = outer_begin; outer < outer_end; ++outer) {
-      Index base = channel * g.input_spatial;
-      for (int d = 0; d < last && base >= 0; ++d) {
-        const Index s = g.axes[d].source(o[d], k[d]);
-        base = s < 0 ? -1 : base + s * g.input_strides[d];
-      }
-      f(row, (outer - outer_begin) * segment, base, sources, interior);
-      for (int d = last - 1; d >= 0; --d) {  // next outer position
-        if (++o[d] < g.output_size[d]) break;
-        o[d] = 0;
-      }
-    }
-  }
-}
-
-/// The number of outer positions of the unfold matrix (output_spatial / O_last).
-template <int Rank>
-Index unfold_outer_count(const Geometry<Rank>& g) {
-  return g.output_spatial / g.output_size[Rank - 1];
-}
-
-/// Rows [row_begin, row_end) and outer positions [outer_begin, outer_end)
-/// of the unfold matrix of one sample into `out`, row-major with `width`
-/// elements per row (row row_begin first). Within a segment the interior
-/// is one contiguous (or strided) copy; only the borders look at the
-/// per-element sources.
-template <int Rank, class Scalar>
-void unfold_block_into(const Geometry<Rank>& g, const Scalar* x, Index row_begin, Index row_end,
-                       Index outer_begin, Index outer_end, Scalar* out, Index width) {
-  const Index segment = g.output_size[Rank - 1];
-  const auto copy_segment = [&](Index row, Index column, Index base, const Index* sources,
-                                const AxisRun& interior) {
-    Scalar* to = out + (row - row_begin) * width + column;
-    if (base < 0) {
-      std::fill(to, to + segment, Scalar(0));
-      return;
-    }
-    const Scalar* in = x + base;
-    const auto by_source = [&](Index j_begin, Index j_end) {
-      for (Index j = j_begin; j < j_end; ++j) to[j] = sources[j] < 0 ? Scalar(0) : in[sources[j]];
-    };
-    by_source(0, interior.begin);
-    const Scalar* run = in + interior.first;
-    if (interior.step == 1)
-      std::copy(run, run + (interior.end - interior.begin), to + interior.begin);
-    else
-      for (Index j = interior.begin; j < interior.end; ++j) to[j] = run[(j - interior.begin) * interior.step];
-    by_source(std::max(interior.begin, interior.end), segment);
-  };
-  for_each_unfold_segment(g, row_begin, row_end, outer_begin, outer_end, copy_segment);
-}
-
 /// The number of unfold rows one thread should at least take: enough for
 /// the split to pay for itself (about 32 Ki elements).
 template <int Rank>
@@ -2994,19 +4542,9 @@ Index unfold_grain(const Geometry<Rank>& g) {
 template <int Rank, class Scalar>
 void unfold_into(const Geometry<Rank>& g, const Scalar* x, Scalar* columns) {
   parallel_chunks(0, g.in_channels * g.kernel_numel, unfold_grain(g), [&](Index begin, Index end) {
-    unfold_block_into(g, x, begin, end, 0, unfold_outer_count(g), columns + begin * g.output_spatial,
+    unfold_block_into(g, x, whole_input(g), begin, end, 0, g.output_spatial, columns + begin * g.output_spatial,
                       g.output_spatial);
   });
-}
-
-/// How many outer positions convolve_unfold unfolds and multiplies at a
-/// time: about 512 columns, so the block of the unfold matrix stays in
-/// the cache between being written and being read by the product, and the
-/// products are still wide enough to run at full speed.
-template <int Rank>
-Index convolve_block_outer(const Geometry<Rank>& g) {
-  const Index segment = g.output_size[Rank - 1];
-  return std::max<Index>(1, (512 + segment / 2) / segment);
 }
 
 /// fold: the adjoint of unfold_into; x is overwritten. The rows of one
@@ -3014,25 +4552,11 @@ Index convolve_block_outer(const Geometry<Rank>& g) {
 /// channels are split over threads.
 template <int Rank, class Scalar>
 void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
-  const Index segment = g.output_size[Rank - 1], width = g.output_spatial;
-  const auto add_segment = [&](Index row, Index column, Index base, const Index* sources,
-                               const AxisRun& interior) {
-    if (base < 0) return;
-    const Scalar* from = columns + row * width + column;
-    Scalar* to = x + base;
-    const auto by_source = [&](Index j_begin, Index j_end) {
-      for (Index j = j_begin; j < j_end; ++j)
-        if (sources[j] >= 0) to[sources[j]] += from[j];
-    };
-    by_source(0, interior.begin);
-    Scalar* run = to + interior.first;
-    for (Index j = interior.begin; j < interior.end; ++j) run[(j - interior.begin) * interior.step] += from[j];
-    by_source(std::max(interior.begin, interior.end), segment);
-  };
   const Index kn = g.kernel_numel;
   parallel_chunks(0, g.in_channels, std::max<Index>(1, unfold_grain(g) / kn), [&](Index begin, Index end) {
     std::fill(x + begin * g.input_spatial, x + end * g.input_spatial, Scalar(0));
-    for_each_unfold_segment(g, begin * kn, end * kn, 0, unfold_outer_count(g), add_segment);
+    fold_block_add(g, columns + begin * kn * g.output_spatial, g.output_spatial, begin * kn, end * kn, 0,
+                   g.output_spatial, x, whole_input(g));
   });
 }
 
@@ -3079,49 +4603,23 @@ detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
 
 /// The convolution of every column of `input` through unfold and one
 /// matrix product per group: the same result as convolve(), by another
-/// road. The unfold matrix is never held whole: it is built and multiplied
-/// a block of about 512 columns at a time, while the block is in the
-/// cache; with OpenMP the blocks are shared among the threads.
+/// road — the one ConvOperator's products take (detail::unfold_multiply).
+/// The unfold matrix is never held whole: it is built and multiplied a
+/// panel of about 512 columns at a time, while the panel is in the cache;
+/// with OpenMP the panels are shared among the threads.
 template <int Rank, class WeightDerived, class InputDerived>
 detail::Matrix<typename WeightDerived::Scalar> convolve_unfold(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<WeightDerived>& weight,
     const Eigen::MatrixBase<InputDerived>& input) {
   detail::require_same_scalar<WeightDerived, InputDerived>();
   using Scalar = typename WeightDerived::Scalar;
-  using ConstRowMajorMap = Eigen::Map<const detail::RowMajorMatrix<Scalar>>;
-  using BlockMap = Eigen::Map<detail::RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
-  const Index rows = detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows");
-  const Index group_rows = g.in_per_group() * g.kernel_numel, cog = g.out_per_group();
-  const Index segment = g.output_size[Rank - 1], outer_count = detail::unfold_outer_count(g);
-  const Index block_outer = std::min(detail::convolve_block_outer(g), outer_count);
-  const Index blocks = (outer_count + block_outer - 1) / block_outer;
-  detail::check_dense_size(rows, detail::checked_mul(block_outer, segment, "unfold block columns"), sizeof(Scalar),
-                           "the unfold buffer", detail::unfold_hint);
-  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::unfold_hint);
+  detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
   detail::Matrix<Scalar> y(g.output_numel(), x.cols());
-  for (Index s = 0; s < x.cols(); ++s) {
-    const Scalar* x_sample = x.col(s).data();
-    Scalar* y_sample = y.col(s).data();
-    detail::parallel_chunks(0, blocks, 1, [&](Index block_begin, Index block_end) {
-      detail::RowMajorMatrix<Scalar> columns(rows, block_outer * segment);
-      for (Index block = block_begin; block < block_end; ++block) {
-        const Index outer_begin = block * block_outer;
-        const Index outer_end = std::min(outer_begin + block_outer, outer_count);
-        const Index width = (outer_end - outer_begin) * segment;
-        detail::unfold_block_into(g, x_sample, 0, rows, outer_begin, outer_end, columns.data(), width);
-        const ConstRowMajorMap block_columns(columns.data(), rows, width);
-        for (Index group = 0; group < g.groups; ++group) {
-          const ConstRowMajorMap w_group(w.data() + group * cog * group_rows, cog, group_rows);
-          BlockMap y_block(y_sample + group * cog * g.output_spatial + outer_begin * segment, cog, width,
-                           Eigen::OuterStride<>(g.output_spatial));
-          y_block.noalias() = w_group * block_columns.middleRows(group * group_rows, group_rows);
-        }
-      }
-    });
-  }
+  detail::unfold_multiply(g, w.data(), x.data(), x.outerStride(), detail::whole_input(g), y.data(), y.rows(),
+                          x.cols(), detail::whole_output(g));
   return y;
 }
 

@@ -126,6 +126,35 @@ convmat::ConvTransposeSpec<Rank> random_transpose_spec(std::mt19937_64& rng) {
   }
 }
 
+/// A random layer whose output is long (over a thousand positions), so
+/// that the product path cuts a sample into several panels, which start
+/// and end inside rows of the last axis: every axis but the last is long
+/// (in 1-d, the only one), in every padding mode, with groups.
+template <int Rank>
+convmat::ConvSpec<Rank> random_long_spec(std::mt19937_64& rng) {
+  for (;;) {
+    convmat::ConvSpec<Rank> s;
+    s.groups = uniform(rng, 1, 2);
+    s.in_channels = s.groups * uniform(rng, 1, 2);
+    s.out_channels = s.groups * uniform(rng, 1, 2);
+    s.padding_mode = static_cast<convmat::PaddingMode>(uniform(rng, 0, 3));
+    for (int d = 0; d < Rank; ++d) {
+      const bool short_axis = Rank > 1 && d == Rank - 1;
+      s.input_size[d] = short_axis ? uniform(rng, 1, 6) : uniform(rng, Rank == 3 ? 70 : 2200, Rank == 3 ? 90 : 4000);
+      s.kernel_size[d] = uniform(rng, 1, 3);
+      s.stride[d] = uniform(rng, 1, 2);
+      s.dilation[d] = uniform(rng, 1, 2);
+      s.padding[d] = uniform(rng, 0, 2);
+    }
+    try {
+      s.validate();
+      return s;
+    } catch (const convmat::spec_error&) {
+      // rejected: draw again
+    }
+  }
+}
+
 template <std::size_t N>
 std::string join(const std::array<Index, N>& a) {
   std::ostringstream os;

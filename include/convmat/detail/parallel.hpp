@@ -7,12 +7,23 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 namespace convmat::detail {
+
+/// How many threads parallel_chunks may use here: OpenMP's maximum, or 1
+/// inside a parallel region or without OpenMP.
+inline Eigen::Index available_threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
 
 /// Calls f(begin, end) on disjoint chunks covering [first, last), in
 /// parallel when OpenMP is on and there are at least `grain` items per
@@ -22,7 +33,7 @@ void parallel_chunks(Eigen::Index first, Eigen::Index last, Eigen::Index grain, 
   const Eigen::Index n = last - first;
   if (n <= 0) return;
 #ifdef _OPENMP
-  const Eigen::Index threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const Eigen::Index threads = available_threads();
   const Eigen::Index chunks = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, n / std::max<Eigen::Index>(grain, 1)));
   if (chunks > 1) {
 #pragma omp parallel for schedule(static) num_threads(static_cast<int>(chunks))

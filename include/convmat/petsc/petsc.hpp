@@ -15,9 +15,11 @@
 //   conv_matrix_shell(comm, spec, w)  T matrix-free (MATSHELL): each rank
 //                                     keeps the weights and the geometry, and
 //                                     runs its rows of the convolution (and of
-//                                     the transposed one) on the input entries
-//                                     those rows read, gathered by a VecScatter
-//                                     (the halo exchange).
+//                                     the transposed one) through the library's
+//                                     product path (unfold + GEMM, GEMM +
+//                                     fold, as ConvOperator) on the input
+//                                     entries those rows read, gathered by a
+//                                     VecScatter (the halo exchange).
 //
 // Both use PETSc's default ownership (ownership(comm, spec)): rank r owns a
 // contiguous range of output rows, (channel, position) in convmat's C order,
@@ -44,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/unfold_product.hpp"
 #include "../sparse.hpp"
 
 namespace convmat::petsc {
@@ -309,52 +312,45 @@ Owned<Mat> conv_matrix_aij(MPI_Comm comm, const ConvSpec<Rank>& spec, const Eige
 namespace detail {
 
 /// What a rank of the matrix-free T keeps: the geometry, the weights, its
-/// rows, and the halo — the input entries its rows read, as the product of
-/// the input channels its output channels' groups read and the spatial
-/// offsets its output positions' taps read.
+/// rows as at most three rectangles of output channels x positions (a
+/// partial first channel, whole channels, a partial last channel), and the
+/// halo — the window of input entries those rows read: the input channels
+/// of their groups, each from the first to the last spatial offset read.
+/// Both products run the library's product path on the halo
+/// (convmat::detail::unfold_multiply, multiply_fold), as ConvOperator does.
 template <int Rank>
 struct Shell {
   convmat::detail::Geometry<Rank> g;
   convmat::detail::Vector<PetscScalar> w;
   Ownership own;
-  std::vector<PetscInt> channel_slot;  ///< input channel -> its block in the halo, or -1
-  Index first_offset = 0;              ///< smallest spatial offset read
-  std::vector<PetscInt> offset_slot;   ///< spatial offset - first_offset -> index in a block, or -1
-  Index offsets = 0;                   ///< spatial offsets per halo block
-  Owned<Vec> halo;                     ///< sequential: the gathered input entries
-  Owned<VecScatter> gather;            ///< global input -> halo (reverse: halo added into input)
-  std::vector<convmat::detail::Tap> taps;
-  std::vector<PetscInt> slots;         ///< taps' positions in a halo block
+  std::vector<convmat::detail::OutputRegion> rectangles;  ///< this rank's rows, in order
+  convmat::detail::InputWindow window;                    ///< where the halo holds each input entry
+  Owned<Vec> halo;                                        ///< sequential: the gathered input window
+  Owned<VecScatter> gather;  ///< global input -> halo (reverse: halo added into input)
 
-  /// The taps of output position p into `taps`, and where each reads in a halo block into `slots`.
-  void locate(Index p) {
-    g.taps_at(p, taps);
-    slots.resize(taps.size());
-    for (std::size_t i = 0; i < taps.size(); ++i)
-      slots[i] = offset_slot[static_cast<std::size_t>(taps[i].offset - first_offset)];
-  }
-
-  /// Calls f(local_row, weights of (output channel, input channel), that
-  /// input channel's block in the halo) for every input channel of every
-  /// local row, with `taps` and `slots` holding the row's taps. The rows
-  /// of one output position are visited together (row, row + output
-  /// positions, ...), so its taps are computed once, not once per channel.
-  template <class F>
-  void for_each_row(F&& f) {
-    const Index cig = g.in_per_group(), kn = g.kernel_numel, positions = g.output_spatial;
-    const Index first_rows = std::min<Index>(own.local_rows(), positions);
-    for (Index first = own.row_begin; first < own.row_begin + first_rows; ++first) {
-      locate(first % positions);
-      for (Index row = first; row < own.row_end; row += positions) {
-        const Index oc = row / positions;
-        const Index first_channel = g.group_first_input(oc);
-        for (Index ic = 0; ic < cig; ++ic)
-          f(row - own.row_begin, w.data() + (oc * cig + ic) * kn,
-            channel_slot[static_cast<std::size_t>(first_channel + ic)] * offsets);
-      }
-    }
+  /// Where rectangle r's first row is among this rank's rows.
+  Index local_offset(const convmat::detail::OutputRegion& r) const {
+    return r.channel_begin * g.output_spatial + r.position_begin - own.row_begin;
   }
 };
+
+/// Rows [row_begin, row_end) of T as rectangles of output channels x
+/// positions, in row order: a partial first channel, the whole channels,
+/// a partial last channel (each only if there is one).
+template <int Rank>
+std::vector<convmat::detail::OutputRegion> row_rectangles(const convmat::detail::Geometry<Rank>& g, Index row_begin,
+                                                          Index row_end) {
+  std::vector<convmat::detail::OutputRegion> rectangles;
+  if (row_begin >= row_end) return rectangles;
+  const Index positions = g.output_spatial;
+  Index c_begin = row_begin / positions;
+  const Index p_begin = row_begin % positions, c_end = row_end / positions, p_end = row_end % positions;
+  if (c_begin == c_end) return {{c_begin, c_begin + 1, p_begin, p_end}};
+  if (p_begin > 0) rectangles.push_back({c_begin, c_begin + 1, p_begin, positions}), ++c_begin;
+  if (c_begin < c_end) rectangles.push_back({c_begin, c_end, 0, positions});
+  if (p_end > 0) rectangles.push_back({c_end, c_end + 1, 0, p_end});
+  return rectangles;
+}
 
 template <int Rank>
 PetscErrorCode shell_mult(Mat a, Vec x, Vec y) {
@@ -367,12 +363,8 @@ PetscErrorCode shell_mult(Mat a, Vec x, Vec y) {
   PetscScalar* out = nullptr;
   PetscCall(VecGetArrayRead(s->halo, &h));
   PetscCall(VecGetArrayWrite(y, &out));
-  std::fill(out, out + s->own.local_rows(), PetscScalar(0));
-  PetscCallCXX(s->for_each_row([&](Index row, const PetscScalar* w_row, Index block) {
-    PetscScalar sum(0);
-    for (std::size_t i = 0; i < s->taps.size(); ++i) sum += w_row[s->taps[i].tap] * h[block + s->slots[i]];
-    out[row] += sum;
-  }));
+  PetscCallCXX(for (const auto& r : s->rectangles) convmat::detail::unfold_multiply(
+      s->g, s->w.data(), h, 0, s->window, out + s->local_offset(r), 0, 1, r));
   PetscCall(VecRestoreArrayWrite(y, &out));
   PetscCall(VecRestoreArrayRead(s->halo, &h));
   PetscFunctionReturn(0);
@@ -388,10 +380,8 @@ PetscErrorCode shell_mult_transpose(Mat a, Vec y, Vec x) {
   PetscScalar* h = nullptr;
   PetscCall(VecGetArrayRead(y, &in));
   PetscCall(VecGetArray(s->halo, &h));
-  PetscCallCXX(s->for_each_row([&](Index row, const PetscScalar* w_row, Index block) {
-    const PetscScalar value = in[row];
-    for (std::size_t i = 0; i < s->taps.size(); ++i) h[block + s->slots[i]] += w_row[s->taps[i].tap] * value;
-  }));
+  PetscCallCXX(for (const auto& r : s->rectangles) convmat::detail::multiply_fold(
+      s->g, s->w.data(), in + s->local_offset(r), 0, h, 0, s->window, 1, r, false));
   PetscCall(VecRestoreArray(s->halo, &h));
   PetscCall(VecRestoreArrayRead(y, &in));
   PetscCall(VecSet(x, 0));
@@ -411,12 +401,16 @@ PetscErrorCode shell_destroy(void* context) {
 
 /// T as a matrix-free MATSHELL on `comm` (collective): MatMult and
 /// MatMultTranspose run this rank's rows of the convolution and of its
-/// adjoint on the input entries those rows read. The shell keeps the
-/// weights, the geometry and a halo vector of those entries, gathered from
-/// the distributed input by a VecScatter (forward, INSERT_VALUES) and, for
-/// the transpose, added back (reverse, ADD_VALUES). Rows and columns are
-/// split as ownership(comm, spec) says, so it takes the vectors of
-/// conv_matrix_aij. Memory per rank: the halo, not the non-zeros.
+/// adjoint through the library's product path (blocked unfold + GEMM, GEMM
+/// + blocked fold, as ConvOperator) on the input entries those rows read.
+/// The shell keeps the weights, the geometry and a halo vector of those
+/// entries — for each input channel of the groups of its output channels,
+/// the spatial offsets from the first to the last its rows read — gathered
+/// from the distributed input by a VecScatter (forward, INSERT_VALUES)
+/// and, for the transpose, added back (reverse, ADD_VALUES). Rows and
+/// columns are split as ownership(comm, spec) says, so it takes the
+/// vectors of conv_matrix_aij. Memory per rank: the halo and a bounded
+/// workspace per product, not the non-zeros.
 template <int Rank, class Derived>
 Owned<Mat> conv_matrix_shell(MPI_Comm comm, const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   auto s = std::make_unique<detail::Shell<Rank>>();
@@ -425,39 +419,34 @@ Owned<Mat> conv_matrix_shell(MPI_Comm comm, const ConvSpec<Rank>& spec, const Ei
   s->own = detail::ownership(comm, s->g);
   const auto& g = s->g;
   const Ownership& own = s->own;
+  s->rectangles = detail::row_rectangles(g, own.row_begin, own.row_end);
 
-  // The halo: input channels of the groups of this rank's output channels,
-  // times the spatial offsets that this rank's output positions read.
-  s->channel_slot.assign(static_cast<std::size_t>(g.in_channels), -1);
-  std::vector<char> read(static_cast<std::size_t>(g.input_spatial), 0);
+  // The halo: the input channels of the groups of this rank's output
+  // channels, times the spatial offsets from the first to the last that
+  // this rank's output positions read.
+  Index channel_begin = 0, channel_end = 0, offset_begin = 0, offset_end = 0;
   if (own.local_rows() > 0) {
-    for (Index oc = own.row_begin / g.output_spatial; oc <= (own.row_end - 1) / g.output_spatial; ++oc)
-      for (Index ic = 0; ic < g.in_per_group(); ++ic)
-        s->channel_slot[static_cast<std::size_t>(g.group_first_input(oc) + ic)] = 0;
+    channel_begin = g.group_first_input(own.row_begin / g.output_spatial);
+    channel_end = g.group_first_input((own.row_end - 1) / g.output_spatial) + g.in_per_group();
+    offset_begin = g.input_spatial;
     const Index positions = std::min<Index>(own.local_rows(), g.output_spatial);
+    std::vector<convmat::detail::Tap> taps;
     for (Index i = 0; i < positions; ++i) {
-      g.taps_at((own.row_begin + i) % g.output_spatial, s->taps);
-      for (const auto& t : s->taps) read[static_cast<std::size_t>(t.offset)] = 1;
+      g.taps_at((own.row_begin + i) % g.output_spatial, taps);
+      for (const auto& t : taps) {
+        offset_begin = std::min(offset_begin, t.offset);
+        offset_end = std::max(offset_end, t.offset + 1);
+      }
     }
+    offset_end = std::max(offset_end, offset_begin);  // no tap reads the input: an empty window
   }
-  const auto first = std::find(read.begin(), read.end(), 1);
-  s->first_offset = first - read.begin();
-  s->offset_slot.assign(static_cast<std::size_t>(read.end() - first), -1);
-  std::vector<Index> offsets;
-  for (auto it = first; it != read.end(); ++it)
-    if (*it) {
-      s->offset_slot[static_cast<std::size_t>(it - first)] = static_cast<PetscInt>(offsets.size());
-      offsets.push_back(it - read.begin());
-    }
-  s->offsets = static_cast<Index>(offsets.size());
+  const Index span = offset_end - offset_begin;
+  s->window = {channel_begin, span, offset_begin};
   std::vector<PetscInt> halo_columns;  // ascending global input indices
-  PetscInt blocks = 0;
-  for (Index c = 0; c < g.in_channels; ++c) {
-    auto& slot = s->channel_slot[static_cast<std::size_t>(c)];
-    if (slot < 0) continue;
-    slot = blocks++;
-    for (const Index offset : offsets) halo_columns.push_back(static_cast<PetscInt>(c * g.input_spatial + offset));
-  }
+  halo_columns.reserve(static_cast<std::size_t>((channel_end - channel_begin) * span));
+  for (Index c = channel_begin; c < channel_end; ++c)
+    for (Index offset = offset_begin; offset < offset_end; ++offset)
+      halo_columns.push_back(static_cast<PetscInt>(c * g.input_spatial + offset));
 
   Owned<Vec> input;
   Owned<IS> from;

@@ -1,0 +1,216 @@
+// convmat — the matrix of a convolution layer.
+// SPDX-License-Identifier: MIT
+//
+// Step 3: the fully-connected form written out. As an ONNX model of Gemm
+// and Relu nodes (weights embedded, or streamed row by row into ONNX's
+// external data when they pass protobuf's 2 GiB), or one Matrix Market file
+// per layer.
+#include <onnx/onnx_pb.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "convert.hpp"
+
+namespace convmat::mlp {
+namespace {
+
+std::size_t weight_bytes(const DenseLayer& layer) {
+  return static_cast<std::size_t>(layer.matrix.rows()) * static_cast<std::size_t>(layer.matrix.cols()) * sizeof(float);
+}
+std::size_t bias_bytes(const DenseLayer& layer) { return static_cast<std::size_t>(layer.bias.size()) * sizeof(float); }
+
+void set_type(onnx::ValueInfoProto& value, const std::string& name, Index features) {
+  value.set_name(name);
+  auto* type = value.mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto::FLOAT);
+  type->mutable_shape()->add_dim()->set_dim_param("N");
+  type->mutable_shape()->add_dim()->set_dim_value(features);
+}
+
+/// Layer `index`'s matrix as float32 rows, one row at a time.
+template <class Sink>
+void for_each_dense_row(const DenseLayer& layer, Sink&& sink) {
+  std::vector<float> row(static_cast<std::size_t>(layer.matrix.cols()));
+  for (Index r = 0; r < layer.matrix.rows(); ++r) {
+    std::fill(row.begin(), row.end(), 0.0f);
+    for (Matrix::InnerIterator it(layer.matrix, r); it; ++it) row[static_cast<std::size_t>(it.col())] = static_cast<float>(it.value());
+    sink(row);
+  }
+}
+
+std::string dense_weights(const DenseLayer& layer) {
+  std::string bytes;
+  bytes.reserve(weight_bytes(layer));
+  for_each_dense_row(layer, [&](const std::vector<float>& row) {
+    bytes.append(reinterpret_cast<const char*>(row.data()), row.size() * sizeof(float));
+  });
+  return bytes;
+}
+
+std::string dense_bias(const DenseLayer& layer) {
+  const Eigen::VectorXf bias = layer.bias.cast<float>();
+  return std::string(reinterpret_cast<const char*>(bias.data()), bias.size() * sizeof(float));
+}
+
+/// The Gemm/Relu graph; `fill(tensor, layer, is_bias)` sets each initializer's data.
+onnx::ModelProto skeleton(const Network& network,
+                          const std::function<void(onnx::TensorProto&, std::size_t, bool)>& fill) {
+  if (network.layers.empty()) throw conversion_error("the network has no layers");
+  onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.set_producer_name("convmat-onnx");
+  model.set_producer_version(CONVMAT_VERSION_STRING);
+  auto* opset = model.add_opset_import();
+  opset->set_domain("");
+  opset->set_version(13);
+  auto& graph = *model.mutable_graph();
+  graph.set_name("convmat_fully_connected");
+  graph.set_doc_string("The fully-connected form of a CNN, made by convmat-onnx: Gemm and Relu only. "
+                       "Input and output are the original tensors flattened in C order per sample.");
+  set_type(*graph.add_input(), network.input_name, network.layers.front().matrix.cols());
+  std::string previous = network.input_name;
+  for (std::size_t i = 0; i < network.layers.size(); ++i) {
+    const auto& layer = network.layers[i];
+    const auto id = std::to_string(i);
+    for (bool is_bias : {false, true}) {
+      auto* t = graph.add_initializer();
+      t->set_name((is_bias ? "bias_" : "weight_") + id);
+      t->set_data_type(onnx::TensorProto::FLOAT);
+      t->add_dims(layer.matrix.rows());
+      if (!is_bias) t->add_dims(layer.matrix.cols());
+      fill(*t, i, is_bias);
+    }
+    const bool last = i + 1 == network.layers.size();
+    auto* gemm = graph.add_node();
+    gemm->set_op_type("Gemm");
+    gemm->set_name("gemm_" + id);
+    gemm->add_input(previous);
+    gemm->add_input("weight_" + id);
+    gemm->add_input("bias_" + id);
+    previous = last && !layer.relu ? network.output_name : "gemm_" + id;
+    gemm->add_output(previous);
+    auto* trans_b = gemm->add_attribute();
+    trans_b->set_name("transB");
+    trans_b->set_type(onnx::AttributeProto::INT);
+    trans_b->set_i(1);
+    if (layer.relu) {
+      auto* relu = graph.add_node();
+      relu->set_op_type("Relu");
+      relu->set_name("relu_" + id);
+      relu->add_input(previous);
+      previous = last ? network.output_name : "relu_" + id;
+      relu->add_output(previous);
+    }
+  }
+  set_type(*graph.add_output(), network.output_name, network.layers.back().matrix.rows());
+  return model;
+}
+
+/// conversion_error unless the file system of `path` has `bytes` free
+/// (where the free space can be found out).
+void require_room(const std::string& path, std::size_t bytes) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  const auto space = fs::space(p.has_parent_path() ? p.parent_path() : fs::path("."), ec);
+  if (!ec && space.available < bytes)
+    throw conversion_error("'" + path + "' would take " + std::to_string(bytes) + " bytes, but its file system has " +
+                           std::to_string(space.available) + " free");
+}
+
+}  // namespace
+
+onnx::ModelProto to_onnx(const Network& network) {
+  const WriteOptions defaults;
+  const std::size_t bytes = network.dense_bytes();
+  if (bytes > defaults.embed_limit)
+    throw conversion_error("the weights take " + std::to_string(bytes) +
+                           " bytes dense, more than one protobuf message holds (2 GiB); write_onnx (the "
+                           "convmat-onnx command) moves them to external data");
+  if (bytes > max_dense_bytes())
+    detail::fail_memory("the dense weights would take ", bytes, " bytes, more than max_dense_bytes() = ", max_dense_bytes());
+  return skeleton(network, [&](onnx::TensorProto& t, std::size_t i, bool is_bias) {
+    const auto& layer = network.layers[i];
+    t.set_raw_data(is_bias ? dense_bias(layer) : dense_weights(layer));
+  });
+}
+
+void save_model(const onnx::ModelProto& model, const std::string& path) {
+  std::ofstream out(path, std::ios::binary);
+  if (!out) throw conversion_error("cannot write '" + path + "': cannot create it");
+  if (!model.SerializeToOstream(&out)) throw conversion_error("cannot write '" + path + "'");
+}
+
+WriteReport write_onnx(const Network& network, const std::string& path, const WriteOptions& options) {
+  WriteReport report;
+  report.weight_bytes = network.dense_bytes();
+  const bool external = options.external_data == WriteOptions::ExternalData::always ||
+                        (options.external_data == WriteOptions::ExternalData::automatic &&
+                         report.weight_bytes > options.embed_limit);
+  if (!external) {
+    require_room(path, report.weight_bytes);
+    const auto model = to_onnx(network);
+    save_model(model, path);
+    report.model_bytes = model.ByteSizeLong();
+    return report;
+  }
+  // External data: each tensor's bytes at an offset aligned to 4096 (mmap-able).
+  report.external_data = path + ".data";
+  const std::string location = std::filesystem::path(report.external_data).filename().string();
+  require_room(report.external_data, report.weight_bytes + 8192 * network.layers.size());
+  std::ofstream data(report.external_data, std::ios::binary);
+  if (!data) throw conversion_error("cannot write '" + report.external_data + "': cannot create it");
+  std::size_t offset = 0;
+  const auto model = skeleton(network, [&](onnx::TensorProto& t, std::size_t i, bool is_bias) {
+    const auto& layer = network.layers[i];
+    const std::size_t padding = (4096 - offset % 4096) % 4096;
+    data << std::string(padding, '\0');
+    offset += padding;
+    const std::size_t length = is_bias ? bias_bytes(layer) : weight_bytes(layer);
+    if (is_bias) {
+      data << dense_bias(layer);
+    } else {
+      for_each_dense_row(layer, [&](const std::vector<float>& row) {
+        data.write(reinterpret_cast<const char*>(row.data()), static_cast<std::streamsize>(row.size() * sizeof(float)));
+      });
+    }
+    if (!data) throw conversion_error("cannot write '" + report.external_data + "'");
+    t.set_data_location(onnx::TensorProto::EXTERNAL);
+    for (const auto& [key, value] : {std::pair<std::string, std::string>{"location", location},
+                                     {"offset", std::to_string(offset)}, {"length", std::to_string(length)}}) {
+      auto* entry = t.add_external_data();
+      entry->set_key(key);
+      entry->set_value(value);
+    }
+    offset += length;
+  });
+  data.close();
+  if (!data) throw conversion_error("cannot write '" + report.external_data + "'");
+  save_model(model, path);
+  report.model_bytes = model.ByteSizeLong();
+  return report;
+}
+
+std::string matrix_market(const Network& network, std::size_t index) {
+  const auto& layer = network.layers.at(index);
+  std::ostringstream os;
+  os.precision(9);
+  os << "%%MatrixMarket matrix coordinate real general\n"
+     << "% convmat-onnx layer " << index + 1 << " of " << network.layers.size() << ": y = "
+     << (layer.relu ? "relu(T x + b)" : "T x + b") << "; columns 1.." << layer.matrix.cols()
+     << " are T, column " << layer.matrix.cols() + 1 << " is b\n";
+  const Index bias_nonzeros = (layer.bias.array() != 0.0).count();
+  os << layer.matrix.rows() << ' ' << layer.matrix.cols() + 1 << ' ' << layer.matrix.nonZeros() + bias_nonzeros
+     << '\n';
+  for (Index r = 0; r < layer.matrix.rows(); ++r) {
+    for (Matrix::InnerIterator it(layer.matrix, r); it; ++it)
+      os << r + 1 << ' ' << it.col() + 1 << ' ' << it.value() << '\n';
+    if (layer.bias(r) != 0.0) os << r + 1 << ' ' << layer.matrix.cols() + 1 << ' ' << layer.bias(r) << '\n';
+  }
+  return os.str();
+}
+
+}  // namespace convmat::mlp
