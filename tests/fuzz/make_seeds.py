@@ -117,18 +117,19 @@ def npy_seeds():
 
 def onnx_seeds():
     """fuzz_onnx: the test models (tests/data/onnx, exported by PyTorch), the
-    hostile ones (tests/data/hostile), and small models that reach every
+    convention models (tests/data/onnx/conventions, 62 small models built node
+    by node: every operator, attribute form and opset 9 to 17), the hostile ones (tests/data/hostile), and small models that reach every
     operator and constant-folding path the converter has."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     seeds = {}
-    for folder in ("onnx", "hostile"):
+    for folder in ("onnx", "onnx/conventions", "hostile"):
         directory = os.path.join(here, "..", "data", folder)
         for name in sorted(os.listdir(directory)):
             if name.endswith(".onnx"):
                 with open(os.path.join(directory, name), "rb") as f:
-                    seeds[f"{folder}_{name[:-5]}"] = f.read()
+                    seeds[f"{folder.replace('/', '_')}_{name[:-5]}"] = f.read()
 
     def tensor(name, values, dtype=np.float32):
         return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
