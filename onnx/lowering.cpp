@@ -7,6 +7,7 @@
 // guard on composed maps.
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstring>
 
 #include "lowering.hpp"
@@ -24,6 +25,22 @@ Index numel(const Shape& shape, const std::string& what) {
     n *= d;
   }
   return n;
+}
+
+std::int64_t integer_value(const Node& n, double value) {
+  if (std::isnan(value) || value != std::trunc(value))
+    n.fail("takes integers from a constant, but one of its values is " + std::to_string(value));
+  // 2^63 is the first double past int64's range: casting it is undefined.
+  if (value >= 9223372036854775808.0) return std::numeric_limits<std::int64_t>::max();
+  if (value < -9223372036854775808.0) return std::numeric_limits<std::int64_t>::min();
+  return static_cast<std::int64_t>(value);
+}
+
+std::vector<std::int64_t> integers_of(const Node& n, const Tensor& t) {
+  std::vector<std::int64_t> values;
+  values.reserve(t.data.size());
+  for (double v : t.data) values.push_back(integer_value(n, v));
+  return values;
 }
 
 void require_memory(Index nonzeros, Index rows, const std::string& what) {

@@ -35,6 +35,14 @@ using convmat::Index;
 /// negative or overflows.
 Index numel(const Shape& shape, const std::string& what = "tensor");
 
+/// A constant's value (held in double) as an int64, for shapes, axes,
+/// indices, starts, ends and steps: values beyond int64 saturate (an int64
+/// initializer of 2^63 - 1, exporters' "to the end", is 2^63 in double);
+/// conversion_error naming the node if it is NaN or not an integer.
+std::int64_t integer_value(const Node& n, double value);
+/// Every value of `t` as integer_value.
+std::vector<std::int64_t> integers_of(const Node& n, const Tensor& t);
+
 /// memory_limit_error unless a sparse matrix of `nonzeros` entries and
 /// `rows` rows (double values, int indices) fits in max_dense_bytes();
 /// `what` names it in the message.

@@ -128,8 +128,9 @@ UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$PWD/tests/ubsan.
 
 # libFuzzer (clang-14, ASan, UBSan), each target from tests/fuzz/corpus/TARGET;
 # see README, "Reliability".
-stage "fuzzers: the library ${CONVMAT_FUZZ_SECONDS:-60} s, the .npy reader ${CONVMAT_FUZZ_PARSER_SECONDS:-45} s"
+stage "fuzzers: the library ${CONVMAT_FUZZ_SECONDS:-60} s, the .npy reader and the ONNX converter ${CONVMAT_FUZZ_PARSER_SECONDS:-45} s each"
 CONVMAT_BUILD_DIR="$root" CONVMAT_FUZZ_REQUIRED=1 ./scripts/fuzz.sh convmat "${CONVMAT_FUZZ_SECONDS:-60}"
 CONVMAT_BUILD_DIR="$root" CONVMAT_FUZZ_REQUIRED=1 ./scripts/fuzz.sh npy "${CONVMAT_FUZZ_PARSER_SECONDS:-45}"
+CONVMAT_BUILD_DIR="$root" CONVMAT_FUZZ_REQUIRED=1 ./scripts/fuzz.sh onnx "${CONVMAT_FUZZ_PARSER_SECONDS:-45}"
 
 stage "all stages passed"

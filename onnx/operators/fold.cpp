@@ -6,6 +6,7 @@
 // evaluated on the way, so the operators after them see constants.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "../lowering.hpp"
@@ -49,11 +50,9 @@ std::int64_t axis_of(const Node& n, std::int64_t axis, std::size_t rank) {
   return axis < 0 ? axis + r : axis;
 }
 
-std::vector<std::int64_t> integers_of(const Tensor& t) { return std::vector<std::int64_t>(t.data.begin(), t.data.end()); }
-
 std::optional<std::vector<std::int64_t>> input_or_attribute(Lowering& l, const Node& n, std::size_t input,
                                                            const char* attribute) {
-  if (const Tensor* t = l.optional_constant(n, input)) return integers_of(*t);
+  if (const Tensor* t = l.optional_constant(n, input)) return integers_of(n, *t);
   return n.integers(attribute);
 }
 
@@ -80,7 +79,7 @@ void fold_constant(Lowering& l, const Node& n) {
 }
 
 void fold_constant_of_shape(Lowering& l, const Node& n) {
-  const auto dims = integers_of(l.constant(n, 0));
+  const auto dims = integers_of(n, l.constant(n, 0));
   const Tensor* value = n.tensor("value");
   if (value && value->numel() != 1) n.fail_attribute("value", "has " + std::to_string(value->numel()) + " elements, not 1");
   Tensor t = sized(n, dims, value ? value->type : 1);
@@ -105,6 +104,7 @@ void fold_reshape(Lowering& l, const Node& n) {
   const auto given = input_or_attribute(l, n, 1, "shape");
   if (!given) n.fail("the target shape is missing");
   Shape dims = *given;
+  const auto count = static_cast<Index>(t.data.size());
   Index known = 1;
   int unknown = -1;
   for (std::size_t d = 0; d < dims.size(); ++d) {
@@ -115,10 +115,11 @@ void fold_reshape(Lowering& l, const Node& n) {
     } else if (dims[d] < 0) {
       n.fail("shape " + to_string(*given) + " has a negative size");
     } else {
+      if (dims[d] != 0 && known > std::numeric_limits<Index>::max() / dims[d])
+        n.fail("shape " + to_string(*given) + " does not fit " + std::to_string(count) + " elements");
       known *= dims[d];
     }
   }
-  const auto count = static_cast<Index>(t.data.size());
   if (unknown >= 0 && known > 0) dims[static_cast<std::size_t>(unknown)] = count / known;
   if (numel(dims) != count) n.fail("shape " + to_string(*given) + " does not fit " + std::to_string(count) + " elements");
   t.dims = dims;
@@ -212,7 +213,7 @@ void fold_slice(Lowering& l, const Node& n) {
   std::vector<std::int64_t> axes(starts->size()), steps(starts->size(), 1);
   std::iota(axes.begin(), axes.end(), 0);
   if (auto given = input_or_attribute(l, n, 3, "axes")) axes = *given;
-  if (const Tensor* given = l.optional_constant(n, 4)) steps = integers_of(*given);
+  if (const Tensor* given = l.optional_constant(n, 4)) steps = integers_of(n, *given);
   if (axes.size() != starts->size() || steps.size() != starts->size()) n.fail("axes or steps differ in length from starts");
   std::vector<Index> first(in.dims.size(), 0), step(in.dims.size(), 1);
   Shape dims = in.dims;
@@ -231,7 +232,7 @@ void fold_slice(Lowering& l, const Node& n) {
       e = std::clamp(e, -1.0, size - 1);
     }
     const double count = steps[k] > 0 ? std::ceil((e - s) / static_cast<double>(steps[k]))
-                                      : std::ceil((s - e) / static_cast<double>(-steps[k]));
+                                      : std::ceil((s - e) / -static_cast<double>(steps[k]));
     dims[a] = std::max<std::int64_t>(0, static_cast<std::int64_t>(count));
     first[a] = static_cast<Index>(s);
     step[a] = steps[k];
@@ -260,7 +261,7 @@ void fold_gather(Lowering& l, const Node& n) {
   const Index outer = numel(in.dims) / std::max<Index>(size * inner, 1);
   for (Index o = 0; o < outer; ++o)
     for (Index j = 0; j < count; ++j) {
-      auto k = static_cast<Index>(indices.data[static_cast<std::size_t>(j)]);
+      auto k = integer_value(n, indices.data[static_cast<std::size_t>(j)]);
       if (k < 0) k += size;
       if (k < 0 || k >= size) n.fail("index " + std::to_string(k) + " is out of range for axis size " + std::to_string(size));
       for (Index i = 0; i < inner; ++i)

@@ -49,7 +49,7 @@ std::int64_t normalized_axis(const Node& n, std::int64_t axis, std::size_t rank,
 std::optional<std::vector<std::int64_t>> input_or_attribute(Lowering& l, const Node& n, std::size_t input,
                                                            const char* attribute) {
   if (const Tensor* t = l.optional_constant(n, input))
-    return std::vector<std::int64_t>(t->data.begin(), t->data.end());
+    return integers_of(n, *t);
   return n.integers(attribute);
 }
 
@@ -107,6 +107,9 @@ void lower_reshape(Lowering& l, const Node& n) {
     } else if (rest[d] < 0) {
       n.fail("shape " + to_string(target) + " has a negative size");
     } else {
+      // Each size is at most count, but their product may overflow.
+      if (rest[d] != 0 && known > std::numeric_limits<Index>::max() / rest[d])
+        n.fail("shape " + to_string(target) + " does not fit the " + std::to_string(count) + " values of a sample");
       known *= rest[d];
     }
   }
@@ -255,7 +258,7 @@ void lower_pad(Lowering& l, const Node& n) {
   std::iota(axes.begin(), axes.end(), 0);
   if (const Tensor* given = l.optional_constant(n, 3)) {  // opset 18
     axes.clear();
-    for (double a : given->data) axes.push_back(normalized_axis(n, static_cast<std::int64_t>(a), rank, "axis"));
+    for (double a : given->data) axes.push_back(normalized_axis(n, integer_value(n, a), rank, "axis"));
   }
   if (pads->size() != 2 * axes.size())
     n.fail("pads has " + std::to_string(pads->size()) + " values, but the input (N, " + to_string(v.shape).substr(1) +
@@ -311,7 +314,7 @@ void lower_slice(Lowering& l, const Node& n) {
   std::vector<std::int64_t> axes(starts->size()), steps(starts->size(), 1);
   std::iota(axes.begin(), axes.end(), 0);
   if (auto given = input_or_attribute(l, n, 3, "axes")) axes = *given;
-  if (const Tensor* given = l.optional_constant(n, 4)) steps.assign(given->data.begin(), given->data.end());
+  if (const Tensor* given = l.optional_constant(n, 4)) steps = integers_of(n, *given);
   if (axes.size() != starts->size() || steps.size() != starts->size()) n.fail("axes or steps differ in length from starts");
   std::vector<Index> first(rank, 0), step(rank, 1);
   Shape shape = v.shape;
@@ -335,7 +338,7 @@ void lower_slice(Lowering& l, const Node& n) {
       e = std::clamp(e, -1.0, size - 1);
     }
     const double count = steps[k] > 0 ? std::ceil((e - s) / static_cast<double>(steps[k]))
-                                      : std::ceil((s - e) / static_cast<double>(-steps[k]));
+                                      : std::ceil((s - e) / -static_cast<double>(steps[k]));
     shape[axis - 1] = std::max<Index>(0, static_cast<Index>(count));
     if (shape[axis - 1] == 0) n.fail("leaves nothing of axis " + std::to_string(axes[k]));
     first[axis] = static_cast<Index>(s);

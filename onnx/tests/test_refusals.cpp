@@ -434,3 +434,36 @@ TEST_CASE("the remaining refusals, one model each", "[onnx][errors]") {
   s->mutable_values()->set_name("s");
   check_message(refusal(model), {"the model has sparse initializers ('s', ...); convmat-onnx reads dense ones"});
 }
+
+TEST_CASE("integers taken from constants: int64's extremes saturate, NaN and fractions are refused", "[onnx][errors]") {
+  constexpr auto most = std::numeric_limits<std::int64_t>::max(), least = std::numeric_limits<std::int64_t>::min();
+  // Exporters' "to the end" is 2^63 - 1, which is 2^63 in double; a step of
+  // -2^63 was negated (fuzz_onnx: tests/fuzz/corpus/onnx/regression_slice_step_int64_min).
+  for (const bool folded : {false, true}) {
+    ModelBuilder b({1, 2, 5, 5});
+    b.integers("s", {most, 0}).integers("e", {least, most}).integers("a", {3, 2}).integers("st", {least, 1});
+    if (folded) {
+      b.constant("c", {1, 2, 5, 5});
+      b.node("Slice", {"c", "s", "e", "a", "st"}, {"cs"}, "the_node");
+      b.node("Add", {"x", "cs"}, {"y"});
+    } else {
+      b.node("Slice", {"x", "s", "e", "a", "st"}, {"y"}, "the_node");
+    }
+    const auto network = mlp::from_onnx(b.build());
+    CHECK(network.output_shape == std::vector<std::int64_t>(folded ? std::vector<std::int64_t>{2, 5, 5}
+                                                                   : std::vector<std::int64_t>{2, 5, 1}));
+  }
+  ModelBuilder nan({1, 2, 5, 5});
+  nan.constant("shape", {2}, {0, std::nanf("")});
+  nan.node("Reshape", {"x", "shape"}, {"y"}, "the_node");
+  check_message(refusal(nan.build()), {"node 0 ('the_node', Reshape): takes integers from a constant, but one of its values is nan"});
+  ModelBuilder half({1, 2, 5, 5});
+  half.constant("shape", {2}, {0, 49.5f});
+  half.node("Reshape", {"x", "shape"}, {"y"}, "the_node");
+  check_message(refusal(half.build()), {"takes integers from a constant, but one of its values is 49.5"});
+  // Sizes whose product overflows int64, each no larger than a sample.
+  ModelBuilder wide({1, 50});
+  wide.integers("shape", {0, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, -1});
+  wide.node("Reshape", {"x", "shape"}, {"y"}, "the_node");
+  check_message(refusal(wide.build()), {"node 0 ('the_node', Reshape): shape (0, 50, 50"});
+}

@@ -115,7 +115,76 @@ def npy_seeds():
     }
 
 
-TARGETS = {"convmat": convmat_seeds, "npy": npy_seeds}
+def onnx_seeds():
+    """fuzz_onnx: the test models (tests/data/onnx, exported by PyTorch), the
+    convention models (tests/data/onnx/conventions, 62 small models built node
+    by node: every operator, attribute form and opset 9 to 17), the hostile ones (tests/data/hostile), and small models that reach every
+    operator and constant-folding path the converter has."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    seeds = {}
+    for folder in ("onnx", "onnx/conventions", "hostile"):
+        directory = os.path.join(here, "..", "data", folder)
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".onnx"):
+                with open(os.path.join(directory, name), "rb") as f:
+                    seeds[f"{folder.replace('/', '_')}_{name[:-5]}"] = f.read()
+
+    def tensor(name, values, dtype=np.float32):
+        return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+    def model(name, shape, nodes, initializers, output="y"):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape])
+        y = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
+        graph = helper.make_graph(nodes, name, [x], [y], initializers)
+        seeds[name] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+    node = helper.make_node
+    rng = np.random.default_rng(7)
+    model("mlp_matmul_add", [4], [node("MatMul", ["x", "w"], ["h"]), node("Add", ["h", "b"], ["r"]),
+                                  node("Relu", ["r"], ["d"]), node("Dropout", ["d"], ["i"]),
+                                  node("Identity", ["i"], ["y"])],
+          [tensor("w", rng.standard_normal((4, 3))), tensor("b", rng.standard_normal(3))])
+    model("pad_reflect_pool", [2, 5, 5], [node("Pad", ["x", "p"], ["q"], mode="reflect"),
+                                          node("AveragePool", ["q"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                               pads=[1, 0, 0, 1], count_include_pad=1)],
+          [tensor("p", [0, 0, 1, 1, 0, 0, 1, 1], np.int64)])
+    model("pad_edge_wrap", [1, 6], [node("Pad", ["x", "p"], ["q"], mode="edge"),
+                                    node("Pad", ["q", "p"], ["y"], mode="wrap")],
+          [tensor("p", [0, 0, 2, 0, 0, 1], np.int64)])
+    model("residual_add", [1, 4, 4], [node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+                                      node("Add", ["a", "x"], ["y"])],
+          [tensor("w", rng.standard_normal((1, 1, 3, 3)))])
+    model("conv_transpose_bn", [2, 3, 3], [
+        node("ConvTranspose", ["x", "w", "b"], ["t"], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),
+        node("BatchNormalization", ["t", "g", "beta", "m", "v"], ["y"], epsilon=1e-3)],
+          [tensor("w", rng.standard_normal((2, 3, 3, 3))), tensor("b", rng.standard_normal(3)),
+           tensor("g", [1, 2, 3]), tensor("beta", [0, 1, 0]), tensor("m", [0.5, 0, -1]), tensor("v", [1, 2, 0.5])])
+    # The exporter's pad arithmetic as constant subgraphs: Constant, ConstantOfShape, Concat,
+    # Reshape, Slice, Transpose, Cast, Unsqueeze, all folded before Pad reads them.
+    model("folded_pads", [1, 4, 4], [
+        node("Constant", [], ["c"], value=tensor("cv", [1, 1], np.int64)),
+        node("ConstantOfShape", ["two"], ["z"], value=tensor("zv", [0], np.int64)),
+        node("Concat", ["z", "c", "z", "c"], ["cat"], axis=0),  # (0, 0, 1, 1, 0, 0, 1, 1)
+        node("Reshape", ["cat", "shape"], ["r"]),                # 2 x 4
+        node("Slice", ["r", "starts", "ends", "axes", "steps"], ["s"]),  # rows reversed
+        node("Transpose", ["s"], ["tr"], perm=[0, 1]),
+        node("Reshape", ["tr", "flat"], ["f"]),
+        node("Cast", ["f"], ["pads"], to=TensorProto.INT64),
+        node("Unsqueeze", ["c", "axis"], ["cu"]),
+        node("Flatten", ["x"], ["fl"]),
+        node("Reshape", ["fl", "back"], ["xb"]),
+        node("Pad", ["xb", "pads"], ["y"])],
+          [tensor("two", [2], np.int64), tensor("shape", [2, 4], np.int64), tensor("starts", [1, 0], np.int64),
+           tensor("ends", [-3, 4], np.int64), tensor("axes", [0, 1], np.int64), tensor("steps", [-1, 1], np.int64),
+           tensor("flat", [-1], np.int64), tensor("axis", [0], np.int64), tensor("back", [0, 1, 4, 4], np.int64)])
+    model("gemm_trans_b", [3], [node("Gemm", ["x", "w", "b"], ["y"], transB=1, alpha=0.5, beta=2.0)],
+          [tensor("w", rng.standard_normal((2, 3))), tensor("b", [1, -1])])
+    return seeds
+
+
+TARGETS = {"convmat": convmat_seeds, "npy": npy_seeds, "onnx": onnx_seeds}
 
 
 def main():
