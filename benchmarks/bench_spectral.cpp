@@ -59,7 +59,7 @@ void lanczos(benchmark::State& state, int threads) {
   convmat::SpectralNorm<double> norm;
   for (auto _ : state) {
     norm = convmat::spectral_norm(spec, w);
-    benchmark::DoNotOptimize(norm.value);
+    benchmark::DoNotOptimize(&norm.value);  // by address: GCC + DoNotOptimize on a double (google/benchmark#903)
   }
   state.counters["products"] = static_cast<double>(norm.iterations);
   state.counters["residual"] = norm.residual;
@@ -83,7 +83,7 @@ void power_iteration(benchmark::State& state) {
       v = z / z.norm();
     }
     residual = residual_of(op, v, sigma);
-    benchmark::DoNotOptimize(sigma);
+    benchmark::DoNotOptimize(&sigma);  // by address: GCC + DoNotOptimize on a double (google/benchmark#903)
   }
   state.counters["products"] = 1001;
   state.counters["residual"] = residual;
@@ -123,7 +123,7 @@ void spectra(benchmark::State& state) {
     products = eigs.num_operations();
     const Vector v = eigs.eigenvectors().col(0).normalized();
     residual = residual_of(op, v, sigma);
-    benchmark::DoNotOptimize(sigma);
+    benchmark::DoNotOptimize(&sigma);  // by address: GCC + DoNotOptimize on a double (google/benchmark#903)
   }
   state.counters["products"] = static_cast<double>(products + 1);  // + the check
   state.counters["residual"] = residual;
@@ -139,7 +139,7 @@ void bound(benchmark::State& state) {
   convmat::SpectralNormBound<double> b;
   for (auto _ : state) {
     b = convmat::spectral_norm_bound(spec, w);
-    benchmark::DoNotOptimize(b.upper);
+    benchmark::DoNotOptimize(&b.upper);  // by address: GCC + DoNotOptimize on a double (google/benchmark#903)
   }
   state.counters["lower"] = b.lower;
   state.counters["upper"] = b.upper;
@@ -156,7 +156,7 @@ void bound_fft(benchmark::State& state) {
   double upper = 0;
   for (auto _ : state) {
     upper = convmat::detail::circulant_upper_bound(model, w.data());
-    benchmark::DoNotOptimize(upper);
+    benchmark::DoNotOptimize(&upper);  // by address: GCC + DoNotOptimize on a double (google/benchmark#903)
   }
   state.counters["upper"] = upper;
 }

@@ -207,7 +207,8 @@ for i, (layer, out) in enumerate(zip(layers, outs)):
     fft = t("spectral/bound_fft/%d" % i)
     # upper from the bound_fft row: the same function of the same model and
     # weights (the bound row's own upper counter read back as a denormal in
-    # the 2026-12-01 run: see the README's Singular values section).
+    # the 2026-12-01 run, GCC + DoNotOptimize on a double, google/benchmark#903;
+    # bench_spectral.cpp now passes addresses).
     upper = c("spectral/bound_fft/%d" % i).get("upper", k["upper"])
     bounds.append("| %s → %d | %.0f | %s | %d | %.10f | %.10f | %.6f |" % (
         layer, out, t(name), "%.0f" % fft if fft is not None else "–", k["products"], k["lower"], upper,
