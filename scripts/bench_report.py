@@ -31,18 +31,22 @@ data = runs[0]
 # is shared: wall time there also counts other processes' turns); rows
 # named *threads* use wall time, which is what threads shorten.
 times, counters = {}, {}
+spectral_keys = ("products", "residual", "value", "converged", "lower", "upper", "upper_over_lower")
 for run in runs:
     fresh = {}
     for b in run["benchmarks"]:
         if b.get("run_type") == "aggregate":
             continue
-        name = b["run_name"].replace("/real_time", "").replace("/iterations:1", "")
+        name = re.sub(r"/repeats:\d+", "", b["run_name"].replace("/real_time", "").replace("/iterations:1", ""))
         scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
         t = (b["real_time"] if "threads" in name else b["cpu_time"]) * scale
         fresh[name] = min(fresh.get(name, t), t)
         for key in ("nonzeros",):
             if key in b:
                 counters[key] = b[key]
+        # The spectral rows' counters (products, residual, ...), by row.
+        if name.startswith("spectral/"):
+            counters[name] = {k: v for k, v in b.items() if k in spectral_keys}
     times.update(fresh)
 
 memory = {}
@@ -159,6 +163,59 @@ for one, two, what in [("convmat/conv_matrix/32", "convmat/conv_matrix_2threads/
          for batch, suffix in [("1 sample", ""), ("batch 32", "_b32")]]:
     ratio_row("OpenMP, 2 threads", "speed-up of " + what, one, two, "report", (">=", 0))
 
+# Issue 15: spectral_norm (block Golub-Kahan-Lanczos) against 1000 steps of
+# power iteration and Spectra's SymEigsSolver on T^H T, and the certified
+# bound, in double on the benchmark layers (benchmarks/bench_spectral.cpp).
+spectral = ["| row | what | time (ms) | products | relative residual | value |",
+            "| --- | --- | ---: | ---: | ---: | --- |"]
+lanczos = counters.get("spectral/lanczos/0")
+
+
+def c(name):
+    return counters.get(name, {})
+
+
+for name, what in [("spectral/lanczos/0", "spectral_norm (block Golub-Kahan-Lanczos), 1 thread"),
+                   ("spectral/lanczos_2threads/0", "spectral_norm, 2 threads (wall time)"),
+                   ("spectral/power_iteration/0", "1000 steps of power iteration on T^H T (+1 to measure)"),
+                   ("spectral/spectra/20", "Spectra 1.0.1 SymEigsSolver on T^H T, ncv 20, tol 1e-10"),
+                   ("spectral/spectra/40", "Spectra 1.0.1 SymEigsSolver on T^H T, ncv 40, tol 1e-10")]:
+    if t(name) is None:
+        spectral.append("| `%s` | %s | skipped | | | |" % (name, what))
+        continue
+    k = c(name)
+    value = "%.12f" % k["value"]
+    if lanczos and name != "spectral/lanczos/0":
+        value += " (%+.1e relative to Lanczos)" % ((k["value"] - lanczos["value"]) / lanczos["value"])
+    spectral.append("| `%s` | %s | %.0f | %d | %.1e | %s |" % (name, what, t(name), k["products"], k["residual"], value))
+if lanczos:
+    ok = lanczos["residual"] <= 1e-10 and lanczos["products"] <= 300
+    rows.append(("spectral_norm 64→64, 56×56, 3×3, zeros (double)", "relative residual and products (with T)",
+                 "%.1e in %d" % (lanczos["residual"], lanczos["products"]), "≤ 1e-10 in ≤ 300",
+                 "yes" if ok else "**no**"))
+    ratio_row("spectral_norm 64→64, 56×56, 3×3, zeros (double)",
+              "speed vs 1000 steps of power iteration (its time / ours)", "spectral/power_iteration/0",
+              "spectral/lanczos/0", "report", (">=", 0))
+bounds = ["| layer | spectral_norm_bound (ms) | of which the FFT upper bound (ms) | products | lower | upper | "
+          "upper / lower |", "| --- | ---: | ---: | ---: | --- | --- | ---: |"]
+for i, (layer, out) in enumerate(zip(layers, outs)):
+    name = "spectral/bound/%d" % i
+    if t(name) is None:
+        bounds.append("| %s → %d | skipped | | | | | |" % (layer, out))
+        continue
+    k = c(name)
+    fft = t("spectral/bound_fft/%d" % i)
+    # upper from the bound_fft row: the same function of the same model and
+    # weights (the bound row's own upper counter read back as a denormal in
+    # the 2026-12-01 run, GCC + DoNotOptimize on a double, google/benchmark#903;
+    # bench_spectral.cpp now passes addresses).
+    upper = c("spectral/bound_fft/%d" % i).get("upper", k["upper"])
+    bounds.append("| %s → %d | %.0f | %s | %d | %.10f | %.10f | %.6f |" % (
+        layer, out, t(name), "%.0f" % fft if fft is not None else "–", k["products"], k["lower"], upper,
+        upper / k["lower"]))
+    rows.append(("spectral_norm_bound %s → %d (double)" % (layer, out), "upper / lower (lower: the Lanczos value)",
+                 "%.6f (%.0f ms, FFT part %.0f ms)" % (upper / k["lower"], t(name), fft or 0), "report", "–"))
+
 table = ["| layer | ratio | measured | target | met |", "| --- | --- | --- | --- | --- |"]
 table += ["| %s | %s | %s | %s | %s |" % r for r in rows]
 
@@ -192,6 +249,14 @@ with open(os.path.join(root, "docs", "benchmarks.md"), "w") as f:
             "Peak memory is the growth of the maximum resident set over the resident set before the "
             "operation, one process per row.\n\n" % machine)
     f.write("## Targets (issues 5 and 15)\n\n" + "\n".join(table) + "\n\n")
+    f.write("## Spectral norm and its certified bound (issue 15)\n\n"
+            "double, on the benchmark layers, weights Gaussian / sqrt(fan-in) with a fixed seed "
+            "(benchmarks/bench_spectral.cpp); one run per row, CPU time unless the row says 2 threads. "
+            "Products are with T, each paired with one with T^H; the relative residual is "
+            "max(|T^H u - s v|, |T v - s u|) / s of the final vectors, measured by products.\n\n"
+            "On 64→64, 56×56, 3×3, zero padding:\n\n" + "\n".join(spectral) + "\n\n"
+            "The certified bracket lower ≤ ‖T‖ ≤ upper (`spectral_norm_bound`: Lanczos for lower, "
+            "the FFT of the circulant layer T is a restriction of for upper):\n\n" + "\n".join(bounds) + "\n\n")
     f.write("![build time against layer size](build_time.png)\n\n")
     f.write("## Every row\n\n" + "\n".join(all_rows) + "\n\n## Peak memory\n\n" + "\n".join(mem_rows) + "\n")
 
