@@ -159,16 +159,12 @@ class BlockLanczos {
       }
       const Real after = v.norm();
       // Below this, what remains is rounding of what was already spanned.
-      // (Only a guard against dividing by nothing: a column of rounding noise
-      // that stands is harmless, orthogonal and with its true coefficient,
-      // while treating a small true coefficient as zero puts an error of
-      // that size into B — in float, 64 epsilon would be 7.6e-6 of sigma_1.)
-      const Real floor = Real(8) * Eigen::NumTraits<Real>::epsilon() * std::max(before, scale_);
+      const Real floor = Real(64) * Eigen::NumTraits<Real>::epsilon() * std::max(before, scale_);
       if (coefficients) {
         auto column = coefficients->col(coefficient_column + c);
         column.head(at) = h.template cast<WorkScalar>();
       }
-      if (after > floor && at < dimension) {  // (a full space takes no more columns, whatever rounding left)
+      if (after > floor) {
         v /= after;
         if (coefficients) (*coefficients)(at, coefficient_column + c) = WorkScalar(after);
         ++kept;
@@ -371,7 +367,6 @@ LanczosResult<typename Operator::Scalar> lanczos_tall(const Operator& a, const L
   // values are all equal has a one-vector space); the rounds fill it up.
   for (std::uint64_t round = 1; good; ++round) {
     const bool short_of_wanted = r.values.size() < wanted;
-    if (!short_of_wanted && wanted == 1) break;
     if (r.right.cols() >= a.cols() || r.products >= settings.max_products) {  // nothing left / no budget
       good = !short_of_wanted && r.right.cols() >= a.cols();
       break;
@@ -384,7 +379,7 @@ LanczosResult<typename Operator::Scalar> lanczos_tall(const Operator& a, const L
     const auto rest = BlockLanczos<Operator>(a, search, r.left, r.right).run();
     const bool rest_good = rest.values.size() > 0 && meets(rest, r.values(0));
     const Real floor = short_of_wanted ? -std::numeric_limits<Real>::infinity()
-                                       : r.values(wanted - 1) + static_cast<Real>(settings.tolerance) * r.values(0);
+                                       : r.values(wanted - 1) + static_cast<Real>(settings.tolerance / 2) * r.values(0);
     if (rest.values.size() == 0 || rest.values(0) <= floor) {  // nothing missing
       r.products += rest.products;
       // A search that stopped short of its tolerance (not for want of
