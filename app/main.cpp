@@ -244,7 +244,7 @@ std::array<Index, Rank> per_axis(const std::string& text, const char* flag, cons
 /// set_padding(begin, end) and set_padding_same(SamePadding) (ConvSpec,
 /// ConvTransposeSpec); --padding's PyTorch names are handled by the caller.
 template <int Rank, class Spec>
-void set_padding(Spec& spec, const Options& o, const NpyArray& weights) {
+void set_padding(Spec& spec, const Options& o, const convmat::npy::Array& weights) {
   if (o.padding == "same_upper" || o.padding == "same_lower") {
     if (!o.padding_end.empty())
       throw cli_error("--padding-end " + o.padding_end + " goes with numbers in --padding, not --padding " + o.padding);
@@ -835,7 +835,7 @@ int main(int argc, char** argv) {
   app.add_option("--padding-mode", o.padding_mode, "zeros, reflect, replicate or circular (default zeros)");
   app.add_option("--in-channels", o.in_channels, "Checked against the weights' shape (optional)");
   app.add_option("--out-channels", o.out_channels, "Checked against the weights' shape (optional)");
-  app.add_flag("--transposed", o.transposed, "The layer is a ConvTranspose: the weights are laid out as one");
+  app.add_flag("--transposed", o.transposed, "The layer is a ConvTranspose1d/2d/3d, whose weights are (in_channels, out_channels / groups, kernel...)");
   app.add_option("--output-padding", o.output_padding, "With --transposed, like 1 or 1,0 (default 0)");
   app.add_option("--bias", o.bias,
                  "The layer's bias (.npy of out_channels values); used by --bias-out, --affine, --check");
