@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The build the README uses: everything it later runs, in build/demo/ —
-#   build/demo/examples/{quickstart,tour,spectrum,torch_weights,deblur}
+#   build/demo/examples/{quickstart,tour,spec,layers,spectrum,torch_weights,deblur}
 #   build/demo/app/convmat, build/demo/onnx/convmat-onnx
 #   build/demo/python (PYTHONPATH for import convmat)
 # then the worked examples. `cmake --install build/demo --prefix P` puts the
@@ -17,7 +17,7 @@ build=${CONVMAT_BUILD_DIR:-build/demo}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=OFF -DCONVMAT_BUILD_EXAMPLES=ON \
   -DCONVMAT_BUILD_CLI=ON -DCONVMAT_BUILD_ONNX=ON -DCONVMAT_BUILD_PYTHON=ON -DPython_EXECUTABLE=/usr/bin/python3 \
   >/dev/null
-cmake --build "$build" -j "$(nproc)" --target quickstart tour spectrum torch_weights deblur convmat_cli convmat-onnx \
+cmake --build "$build" -j "$(nproc)" --target quickstart tour spec layers spectrum torch_weights deblur convmat_cli convmat-onnx \
   convmat_python >/dev/null
 test -x "$build/onnx/convmat-onnx" || { echo "convmat: convmat-onnx was not built (libonnx-dev?)" >&2; exit 1; }
 echo "\$ $build/examples/quickstart"
