@@ -403,7 +403,7 @@ TEST_CASE("a spec prints as PyTorch prints the module (operator<<, to_string)", 
         "groups=2, padding_mode='reflect')");
   spec.set_padding_same_upper();
   CHECK(convmat::to_string(spec, true, "same_upper") ==
-        "Conv2d(4, 3, kernel_size=(3, 3), stride=(2, 2), padding='same_upper' (2, 0)/(3, 0), dilation=(2, 1), "
+        "Conv2d(4, 3, kernel_size=(3, 3), stride=(2, 2), padding='same_upper' (1, 0)/(2, 1), dilation=(2, 1), "
         "groups=2, padding_mode='reflect')");
 
   convmat::ConvTranspose2dSpec t;
