@@ -188,39 +188,10 @@ struct Layer {
     return transposed ? convmat::matrix_size<Scalar, int>(tconv) : convmat::matrix_size<Scalar, int>(conv);
   }
 
-  /// As PyTorch prints the module: "Conv2d(2, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))".
+  /// As PyTorch prints the module: "Conv2d(2, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))"
+  /// (convmat::to_string, which `operator<<` of a spec prints too).
   std::string describe(bool bias) const {
-    const auto ones = convmat::detail::filled<Rank>(1), zeros = convmat::detail::filled<Rank>(0);
-    std::ostringstream os;
-    if (transposed) {
-      os << "ConvTranspose" << Rank << "d(" << tconv.in_channels << ", " << tconv.out_channels
-         << ", kernel_size=" << tuple(tconv.kernel_size) << ", stride=" << tuple(tconv.stride);
-      if (padding_text == "same_upper" || padding_text == "same_lower")
-        os << ", padding='" << padding_text << "' " << tuple(tconv.pad_begin()) << "/" << tuple(tconv.pad_end());
-      else if (tconv.padding_end && *tconv.padding_end != tconv.padding)
-        os << ", padding=" << tuple(tconv.padding) << ", padding_end=" << tuple(*tconv.padding_end);
-      else if (tconv.padding != zeros)
-        os << ", padding=" << tuple(tconv.padding);
-      if (tconv.output_padding != zeros) os << ", output_padding=" << tuple(tconv.output_padding);
-      if (tconv.dilation != ones) os << ", dilation=" << tuple(tconv.dilation);
-      if (tconv.groups != 1) os << ", groups=" << tconv.groups;
-    } else {
-      os << "Conv" << Rank << "d(" << conv.in_channels << ", " << conv.out_channels
-         << ", kernel_size=" << tuple(conv.kernel_size) << ", stride=" << tuple(conv.stride);
-      if (padding_text == "same" || padding_text == "valid" || padding_text == "full")
-        os << ", padding='" << padding_text << "'";
-      else if (padding_text == "same_upper" || padding_text == "same_lower")
-        os << ", padding='" << padding_text << "' " << tuple(conv.pad_begin()) << "/" << tuple(conv.pad_end());
-      else if (conv.padding_end && *conv.padding_end != conv.padding)
-        os << ", padding=" << tuple(conv.padding) << ", padding_end=" << tuple(*conv.padding_end);
-      else if (conv.padding != zeros)
-        os << ", padding=" << tuple(conv.padding);
-      if (conv.dilation != ones) os << ", dilation=" << tuple(conv.dilation);
-      if (conv.groups != 1) os << ", groups=" << conv.groups;
-      if (conv.padding_mode != convmat::PaddingMode::zeros) os << ", padding_mode='" << conv.padding_mode << "'";
-    }
-    os << (bias ? ")" : ", bias=False)");
-    return os.str();
+    return transposed ? convmat::to_string(tconv, bias, padding_text) : convmat::to_string(conv, bias, padding_text);
   }
 };
 
@@ -835,7 +806,7 @@ int main(int argc, char** argv) {
   app.add_option("--padding-mode", o.padding_mode, "zeros, reflect, replicate or circular (default zeros)");
   app.add_option("--in-channels", o.in_channels, "Checked against the weights' shape (optional)");
   app.add_option("--out-channels", o.out_channels, "Checked against the weights' shape (optional)");
-  app.add_flag("--transposed", o.transposed, "The layer is a ConvTranspose: the weights are laid out as one");
+  app.add_flag("--transposed", o.transposed, "The layer is a ConvTranspose1d/2d/3d, whose weights are (in_channels, out_channels / groups, kernel...)");
   app.add_option("--output-padding", o.output_padding, "With --transposed, like 1 or 1,0 (default 0)");
   app.add_option("--bias", o.bias,
                  "The layer's bias (.npy of out_channels values); used by --bias-out, --affine, --check");

@@ -9,8 +9,8 @@
 # under share/. All of it is the install component convmat_library, which
 # needs nothing built:
 #   cmake --install <build dir> --component convmat_library --prefix <prefix>
-# (a plain `cmake --install` also installs the tools, such as the convmat
-# command, that other parts of the tree build). The build tree is exported
+# (a plain `cmake --install` also installs the component convmat_tools,
+# convmat and convmat-onnx in bin/, and convmat_python, when they are built). The build tree is exported
 # too: -Dconvmat_DIR=<build dir> works without installing.
 
 include(CMakePackageConfigHelpers)

@@ -137,14 +137,16 @@ Eigen::SparseMatrix<double, Eigen::RowMajor> stacked_sparse(const convmat::Spars
   return a;
 }
 
-int usage(const char* program) {
-  std::cerr << "usage: " << program << " [--size N] [--out DIR] [--lambda L] [--check]\n"
+/// The usage text: on stdout with status 0 for --help, on stderr with status 2 for a bad argument.
+int usage(const char* program, bool asked = false) {
+  (asked ? std::cout : std::cerr) << "usage: " << program << " [--size N] [--out DIR] [--lambda L] [--check]\n"
             << "  --size N    image size N x N, 16 <= N <= 2048 (default 128)\n"
             << "  --out DIR   directory for the PNGs (default .)\n"
             << "  --lambda L  Tikhonov weight, >= 0 (default 1e-3)\n"
             << "  --check     fail unless the recovery gains " << required_gain_db
-            << " dB PSNR and both solutions agree\n";
-  return 2;
+            << " dB PSNR and both solutions agree\n"
+            << "  -h, --help  this text\n";
+  return asked ? 0 : 2;
 }
 
 }  // namespace
@@ -156,7 +158,9 @@ int main(int argc, char** argv) {
   double lambda = 1e-3;  // Tikhonov weight: trades noise amplification against sharpness
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--size" && i + 1 < argc) {
+    if (arg == "-h" || arg == "--help") {
+      return usage(argv[0], true);
+    } else if (arg == "--size" && i + 1 < argc) {
       n = std::atoi(argv[++i]);
       if (n < 16 || n > 2048) return usage(argv[0]);
     } else if (arg == "--out" && i + 1 < argc) {

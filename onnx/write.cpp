@@ -199,7 +199,7 @@ std::string matrix_market(const Network& network, std::size_t index) {
   std::ostringstream os;
   os.precision(9);
   os << "%%MatrixMarket matrix coordinate real general\n"
-     << "% convmat-onnx layer " << index + 1 << " of " << network.layers.size() << ": y = "
+     << "% convmat-onnx layer " << index << " (layers 0 to " << network.layers.size() - 1 << "): y = "
      << (layer.relu ? "relu(T x + b)" : "T x + b") << "; columns 1.." << layer.matrix.cols()
      << " are T, column " << layer.matrix.cols() + 1 << " is b\n";
   const Index bias_nonzeros = (layer.bias.array() != 0.0).count();

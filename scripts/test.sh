@@ -69,6 +69,17 @@ diff -r "$root/onnx-conventions" tests/data/onnx/conventions ||
 stage "the convmat command against PyTorch (tools/check_cli_with_torch.py)"
 /usr/bin/python3 tools/check_cli_with_torch.py --convmat "$root/test/app/convmat"
 
+# ---- stage: the README as a newcomer walks it ----------------------------------
+# tools/walk_readme.py runs the README's marked commands in order, in a scratch
+# directory that looks like a clone, with a fresh HOME: the install line into
+# $HOME/.local (convmat and convmat-onnx then on PATH), the command on a torch
+# layer, the Python snippets, convmat-onnx, the examples; every output the
+# README shows is compared. The suite's build above stands in for build/demo
+# (the same layout), and every build/demo path the README names must be a
+# target that scripts/demo.sh builds.
+stage "the README's walkthrough (tools/walk_readme.py)"
+/usr/bin/python3 tools/walk_readme.py --build "$root/test"
+
 # ---- stage: the Python module ----------------------------------------------
 # import convmat (python/): required here, so missing pybind11 or Python
 # headers fail instead of skipping. Built with -Werror, then ctest runs

@@ -207,3 +207,19 @@ TEST_CASE("the weight Jacobian times vec(w) is the convolution", "[dense][jacobi
     }
   });
 }
+
+TEST_CASE("public functions return the public aliases convmat::RowMajorMatrix, Matrix, Vector", "[dense]") {
+  convmat::Conv2dSpec spec;
+  spec.input_size = {3, 3};
+  spec.kernel_size = {2, 2};
+  const Eigen::Vector4f w(1, 2, 3, 4);
+  const Eigen::VectorXf x = Eigen::VectorXf::LinSpaced(9, 1, 9);
+  static_assert(std::is_same_v<decltype(convmat::conv_matrix(spec, w)), convmat::RowMajorMatrix<float>>);
+  static_assert(std::is_same_v<convmat::RowMajorMatrix<double>,
+                               Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>);
+  static_assert(std::is_same_v<decltype(convmat::convolve(spec, w, x)), convmat::Matrix<float>>);
+  static_assert(std::is_same_v<convmat::Vector<float>, Eigen::VectorXf>);
+  const convmat::RowMajorMatrix<float> t = convmat::conv_matrix(spec, w);
+  const convmat::Matrix<float> y = convmat::convolve(spec, w, x);
+  CHECK((t * x - y).cwiseAbs().maxCoeff() == 0.0f);
+}

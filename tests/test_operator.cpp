@@ -610,3 +610,40 @@ TEST_CASE("products on a rectangle of T's rows through an input window equal tho
     }
   });
 }
+
+TEST_CASE("solver aliases: LeastSquaresSolver, ConjugateGradientSolver, BiCGSTABSolver", "[operator][solver]") {
+  convmat::Conv1dSpec spec;  // 'full': tall with full column rank
+  spec.input_size = {12};
+  spec.kernel_size = {3};
+  spec.set_padding_full();
+  const Eigen::Vector3d w(1.0, 0.5, -0.25);
+  const Eigen::MatrixXd t = convmat::conv_matrix(spec, w);
+  const Eigen::VectorXd b = Eigen::VectorXd::LinSpaced(t.rows(), -1, 1);
+  const Eigen::VectorXd expected = t.colPivHouseholderQr().solve(b);
+  const auto op = convmat::make_operator(spec, w);
+
+  static_assert(std::is_same_v<convmat::LeastSquaresSolver<convmat::ConvOperator<double, 1>>,
+                               Eigen::LeastSquaresConjugateGradient<convmat::ConvOperator<double, 1>,
+                                                                    Eigen::IdentityPreconditioner>>);
+  convmat::LeastSquaresSolver<decltype(op)> lscg;
+  lscg.setTolerance(1e-13);
+  lscg.compute(op);
+  CHECK(relative_error(Eigen::VectorXd(lscg.solve(b)), expected) < 1e-8);
+
+  const auto normal = convmat::normal_operator(op);
+  convmat::ConjugateGradientSolver<decltype(normal)> cg;
+  cg.setTolerance(1e-13);
+  cg.compute(normal);
+  CHECK(relative_error(Eigen::VectorXd(cg.solve(Eigen::VectorXd(op.adjoint() * b))), expected) < 1e-8);
+
+  convmat::Conv1dSpec square = spec;  // 'same': square, near the identity
+  square.set_padding_same();
+  const Eigen::Vector3d near_identity(0.1, 1.0, 0.2);
+  const auto sop = convmat::make_operator(square, near_identity);
+  convmat::BiCGSTABSolver<decltype(sop)> bicgstab;
+  bicgstab.setTolerance(1e-13);
+  bicgstab.compute(sop);
+  const Eigen::VectorXd rhs = Eigen::VectorXd::LinSpaced(12, 1, 2);
+  const Eigen::VectorXd x = bicgstab.solve(rhs);
+  CHECK(relative_error(Eigen::VectorXd(convmat::conv_matrix(square, near_identity) * x), rhs) < 1e-10);
+}

@@ -379,3 +379,48 @@ TEST_CASE("the memory guard refuses a dense matrix too large", "[limits][errors]
   REQUIRE_NOTHROW(convmat::conv_matrix(small, Eigen::VectorXd::Ones(3)));
   convmat::set_max_dense_bytes(saved);
 }
+
+TEST_CASE("a spec prints as PyTorch prints the module (operator<<, to_string)", "[spec]") {
+  convmat::Conv2dSpec spec;
+  spec.in_channels = 2;
+  spec.out_channels = 3;
+  spec.input_size = {6, 6};
+  spec.kernel_size = {3, 3};
+  spec.stride = {2, 2};
+  spec.padding = {1, 1};
+  std::ostringstream os;
+  os << spec;
+  CHECK(os.str() == "Conv2d(2, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))");
+  CHECK(convmat::to_string(spec, false) == "Conv2d(2, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), bias=False)");
+
+  spec.in_channels = 4;
+  spec.groups = 2;
+  spec.dilation = {2, 1};
+  spec.padding_mode = convmat::PaddingMode::reflect;
+  spec.set_padding({1, 0}, {2, 1});
+  CHECK(convmat::to_string(spec) ==
+        "Conv2d(4, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 0), padding_end=(2, 1), dilation=(2, 1), "
+        "groups=2, padding_mode='reflect')");
+  spec.set_padding_same_upper();
+  CHECK(convmat::to_string(spec, true, "same_upper") ==
+        "Conv2d(4, 3, kernel_size=(3, 3), stride=(2, 2), padding='same_upper' (1, 0)/(2, 1), dilation=(2, 1), "
+        "groups=2, padding_mode='reflect')");
+
+  convmat::ConvTranspose2dSpec t;
+  t.in_channels = 4;
+  t.out_channels = 2;
+  t.groups = 2;
+  t.input_size = {3, 3};
+  t.kernel_size = {3, 3};
+  t.stride = {2, 2};
+  t.padding = {1, 1};
+  t.output_padding = {1, 1};
+  std::ostringstream ts;
+  ts << t;
+  CHECK(ts.str() ==
+        "ConvTranspose2d(4, 2, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), output_padding=(1, 1), groups=2)");
+  convmat::Conv1dSpec one;
+  one.input_size = {5};
+  one.kernel_size = {3};
+  CHECK(convmat::to_string(one) == "Conv1d(1, 1, kernel_size=(3), stride=(1))");
+}

@@ -1,5 +1,5 @@
 // T split over MPI ranks, each building only its own rows straight into
-// PETSc: mpiexec -n 2 ./petsc_quickstart
+// PETSc: mpiexec -n 2 ./petsc_quickstart (as root: mpiexec --allow-run-as-root -n 2 ...)
 #include <convmat/petsc/petsc.hpp>
 
 int main(int argc, char** argv) {

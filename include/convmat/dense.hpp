@@ -76,7 +76,7 @@ RowMajorMatrix<Scalar> dense_rows(const Geometry<Rank>& g, const Scalar* w, Inde
 /// an invalid spec, weights of the wrong length, or a matrix larger than
 /// max_dense_bytes().
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> conv_matrix(const ConvSpec<Rank>& spec,
                                                              const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
@@ -86,7 +86,7 @@ detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix(const ConvSpec<Rank
 /// Rows [row_begin, row_end) of conv_matrix(spec, weight), built on their
 /// own: blocks of consecutive ranges stack to exactly the whole matrix.
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix_rows(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> conv_matrix_rows(const ConvSpec<Rank>& spec,
                                                                   const Eigen::MatrixBase<Derived>& weight,
                                                                   Index row_begin, Index row_end) {
   const auto g = detail::geometry(spec);
@@ -99,13 +99,13 @@ detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix_rows(const ConvSpec
 /// kernel...). With output_padding 0 it is the transpose of the matching
 /// convolution's conv_matrix.
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> conv_transpose_matrix(
+convmat::RowMajorMatrix<typename Derived::Scalar> conv_transpose_matrix(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);  // the convolution this layer is the adjoint of
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
   detail::check_dense_size(g.input_numel(), g.output_numel(), sizeof(Scalar), "the dense matrix");
-  detail::RowMajorMatrix<Scalar> t = detail::RowMajorMatrix<Scalar>::Zero(g.input_numel(), g.output_numel());
+  convmat::RowMajorMatrix<Scalar> t = convmat::RowMajorMatrix<Scalar>::Zero(g.input_numel(), g.output_numel());
   // Entry (r, c) of the convolution's matrix is entry (c, r) here.
   detail::fill_dense(g, w.data(), 0, g.output_numel(), t.data(), 1, t.cols(), false);
   return t;
@@ -114,14 +114,14 @@ detail::RowMajorMatrix<typename Derived::Scalar> conv_transpose_matrix(
 /// The layer's bias as an output-sized vector (bias[oc] at every position
 /// of output channel oc), so that the layer is the affine map T x + b.
 template <class Spec, class Derived>
-detail::Vector<typename Derived::Scalar> bias_vector(const Spec& spec, const Eigen::MatrixBase<Derived>& bias) {
+convmat::Vector<typename Derived::Scalar> bias_vector(const Spec& spec, const Eigen::MatrixBase<Derived>& bias) {
   const Index channels = spec.out_channels, spatial = spec.output_spatial();
   if (bias.size() != channels || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements (", bias.rows(), " x ", bias.cols(),
                  "), but the layer has out_channels=", channels);
   detail::check_dense_size(spec.output_numel(), 1, sizeof(typename Derived::Scalar), "the bias vector",
                            "raise the limit with set_max_dense_bytes()");
-  detail::Vector<typename Derived::Scalar> b(spec.output_numel());
+  convmat::Vector<typename Derived::Scalar> b(spec.output_numel());
   for (Index oc = 0; oc < channels; ++oc) b.segment(oc * spatial, spatial).setConstant(bias(oc));
   return b;
 }
@@ -129,10 +129,10 @@ detail::Vector<typename Derived::Scalar> bias_vector(const Spec& spec, const Eig
 /// The augmented matrix [T b; 0 1] ((output_numel + 1) x (input_numel + 1)):
 /// the layer with bias as one linear map on homogeneous coordinates [x; 1].
 template <class Spec, class WeightDerived, class BiasDerived>
-detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec& spec,
+convmat::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec& spec,
                                                                      const Eigen::MatrixBase<WeightDerived>& weight,
                                                                      const Eigen::MatrixBase<BiasDerived>& bias) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   const Index rows = spec.output_numel(), cols = spec.input_numel();
@@ -140,7 +140,7 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
   detail::check_dense_size(detail::checked_add(rows, 1, "the affine matrix's rows"),
                            detail::checked_add(cols, 1, "the affine matrix's columns"), sizeof(Scalar),
                            "the affine matrix");
-  detail::RowMajorMatrix<Scalar> a(rows + 1, cols + 1);
+  convmat::RowMajorMatrix<Scalar> a(rows + 1, cols + 1);
   if constexpr (std::is_same_v<Spec, ConvSpec<Spec::rank>>)
     a.topLeftCorner(rows, cols) = conv_matrix(spec, weight);
   else
@@ -155,7 +155,7 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
 /// vec(conv(x, w)) = J(x) vec(w) for every w: the unfold matrix of x,
 /// arranged per output channel.
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<Rank>& spec,
                                                                  const Eigen::MatrixBase<Derived>& input) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
@@ -164,7 +164,7 @@ detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<
   detail::check_dense_size(g.output_numel(), g.weight_numel(), sizeof(Scalar), "the weight Jacobian",
                            "use unfold() (the same numbers, one row per weight of a group) or raise the limit "
                            "with set_max_dense_bytes()");
-  detail::RowMajorMatrix<Scalar> j = detail::RowMajorMatrix<Scalar>::Zero(g.output_numel(), g.weight_numel());
+  convmat::RowMajorMatrix<Scalar> j = convmat::RowMajorMatrix<Scalar>::Zero(g.output_numel(), g.weight_numel());
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
   std::vector<detail::Tap> taps;
   for (Index p = 0; p < g.output_spatial; ++p) {

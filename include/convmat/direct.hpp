@@ -96,16 +96,16 @@ void adjoint(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, Scalar* 
 /// as torch.nn.functional.conv{1,2,3}d with the spec's padding mode.
 /// Returns output_numel x batch.
 template <int Rank, class WeightDerived, class InputDerived>
-detail::Matrix<typename WeightDerived::Scalar> convolve(const ConvSpec<Rank>& spec,
+convmat::Matrix<typename WeightDerived::Scalar> convolve(const ConvSpec<Rank>& spec,
                                                         const Eigen::MatrixBase<WeightDerived>& weight,
                                                         const Eigen::MatrixBase<InputDerived>& input) {
-  detail::require_same_scalar<WeightDerived, InputDerived>();
+  static_assert(detail::same_scalar<WeightDerived, InputDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.output_numel(), x.cols());
   for (Index s = 0; s < x.cols(); ++s) detail::forward(g, w.data(), x.col(s).data(), y.col(s).data());
   return y;
 }
@@ -115,16 +115,16 @@ detail::Matrix<typename WeightDerived::Scalar> convolve(const ConvSpec<Rank>& sp
 /// kernel...)), as torch.nn.functional.conv_transpose{1,2,3}d. Returns
 /// output_numel x batch.
 template <int Rank, class WeightDerived, class InputDerived>
-detail::Matrix<typename WeightDerived::Scalar> convolve_transpose(
+convmat::Matrix<typename WeightDerived::Scalar> convolve_transpose(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<WeightDerived>& weight,
     const Eigen::MatrixBase<InputDerived>& input) {
-  detail::require_same_scalar<WeightDerived, InputDerived>();
+  static_assert(detail::same_scalar<WeightDerived, InputDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(in_channels, out_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.output_numel(), "input");
   detail::check_dense_size(g.input_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.input_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.input_numel(), x.cols());
   for (Index s = 0; s < x.cols(); ++s) detail::adjoint(g, w.data(), x.col(s).data(), y.col(s).data());
   return y;
 }

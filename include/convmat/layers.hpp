@@ -274,14 +274,14 @@ Vector<Scalar> avg_pool_divisors(const AvgPoolSpec<Rank>& spec, const Geometry<R
 /// pooling: row (c, o) holds 1 / divisor(o) on every input its window
 /// covers in channel c. Scalar is the matrix's scalar type.
 template <class Scalar = double, int Rank>
-detail::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
+convmat::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
   const auto g = detail::geometry(spec);
   detail::dense_footprint<Scalar>("the dense pooling matrix", g.output_numel(), g.input_numel())
       .add(g.weight_numel(), sizeof(Scalar), "window weights")
       .add(g.output_spatial, sizeof(Scalar), "divisors")
       .check(detail::dense_layer_hint);
   const auto ones = detail::depthwise_ones<Scalar>(g);
-  detail::RowMajorMatrix<Scalar> t = detail::dense_rows(g, ones.data(), 0, g.output_numel());
+  convmat::RowMajorMatrix<Scalar> t = detail::dense_rows(g, ones.data(), 0, g.output_numel());
   const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
   for (Index r = 0; r < t.rows(); ++r) t.row(r) /= divisor(r % g.output_spatial);
   return t;
@@ -413,13 +413,13 @@ SparseMatrix<Scalar, StorageIndex> max_pool_windows(const MaxPoolSpec<Rank>& spe
 /// F.max_pool{1,2,3}d: output_numel x batch. A NaN in a window is its
 /// maximum, as in PyTorch.
 template <int Rank, class Derived>
-detail::Matrix<typename Derived::Scalar> max_pool(const MaxPoolSpec<Rank>& spec,
+convmat::Matrix<typename Derived::Scalar> max_pool(const MaxPoolSpec<Rank>& spec,
                                                    const Eigen::MatrixBase<Derived>& input) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.output_numel(), x.cols());
   std::vector<detail::Tap> taps;
   for (Index p = 0; p < g.output_spatial; ++p) {
     g.taps_at(p, taps);  // never empty: validated
@@ -474,7 +474,7 @@ struct PadSpec {
 /// The dense matrix of a padding layer: a 0/1 matrix, except that with
 /// reflect, replicate or circular several output positions read one input.
 template <class Scalar = double, int Rank>
-detail::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
+convmat::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
   const auto g = detail::geometry(spec.as_conv());  // validated before the weights are sized by spec.channels
   detail::dense_footprint<Scalar>("the dense padding matrix", g.output_numel(), g.input_numel())
       .add(g.weight_numel(), sizeof(Scalar), "weights")
@@ -531,7 +531,7 @@ struct UpsampleSpec {
 
 /// The dense 0/1 matrix of nearest upsampling.
 template <class Scalar = double, int Rank>
-detail::RowMajorMatrix<Scalar> upsample_nearest_matrix(const UpsampleSpec<Rank>& spec) {
+convmat::RowMajorMatrix<Scalar> upsample_nearest_matrix(const UpsampleSpec<Rank>& spec) {
   const auto t = spec.as_conv_transpose();
   const auto g = detail::geometry(t);  // validated before the weights are sized by the scale
   detail::dense_footprint<Scalar>("the dense upsampling matrix", g.input_numel(), g.output_numel())
@@ -560,10 +560,10 @@ SparseMatrix<Scalar, StorageIndex> upsample_nearest_matrix_sparse(const Upsample
 /// The matrix of Flatten (and of any Reshape): the identity of size numel,
 /// since convmat's vectors are already flattened in C order.
 template <class Scalar = double>
-detail::RowMajorMatrix<Scalar> flatten_matrix(Index numel) {
+convmat::RowMajorMatrix<Scalar> flatten_matrix(Index numel) {
   if (numel <= 0) detail::fail("flatten needs a positive element count: numel=", numel);
   detail::check_dense_size(numel, numel, sizeof(Scalar), "the flatten matrix");
-  return detail::RowMajorMatrix<Scalar>::Identity(numel, numel);
+  return convmat::RowMajorMatrix<Scalar>::Identity(numel, numel);
 }
 
 // ---------------------------------------------------------------------------
@@ -578,18 +578,18 @@ template <class MatrixType>
 struct AffineMap {
   using Scalar = typename MatrixType::Scalar;
   MatrixType matrix;
-  detail::Vector<Scalar> bias;
+  convmat::Vector<Scalar> bias;
 
   Index input_numel() const { return matrix.cols(); }
   Index output_numel() const { return matrix.rows(); }
 
   /// matrix * X + bias, for one sample or a batch (columns).
   template <class Derived>
-  detail::Matrix<Scalar> operator()(const Eigen::MatrixBase<Derived>& x) const {
+  convmat::Matrix<Scalar> operator()(const Eigen::MatrixBase<Derived>& x) const {
     const auto view = detail::batch_view(x, matrix.cols(), "input");
     if (bias.size() != matrix.rows())
       detail::fail("the affine map's bias has ", bias.size(), " entries, but its matrix has ", matrix.rows(), " rows");
-    detail::Matrix<Scalar> y = matrix * view;
+    convmat::Matrix<Scalar> y = matrix * view;
     y.colwise() += bias;
     return y;
   }
@@ -599,7 +599,7 @@ struct AffineMap {
 template <class MatrixType>
 AffineMap<std::decay_t<MatrixType>> linear_map(MatrixType matrix) {
   const Index rows = matrix.rows();
-  return {std::move(matrix), detail::Vector<typename std::decay_t<MatrixType>::Scalar>::Zero(rows)};
+  return {std::move(matrix), convmat::Vector<typename std::decay_t<MatrixType>::Scalar>::Zero(rows)};
 }
 
 /// The affine map of a matrix and bias (checked to agree in size).
@@ -608,7 +608,7 @@ AffineMap<std::decay_t<MatrixType>> affine_map(MatrixType matrix, const Eigen::M
   if (bias.size() != matrix.rows() || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements (", bias.rows(), " x ", bias.cols(), "), but the matrix has ",
                  matrix.rows(), " rows");
-  detail::Vector<typename std::decay_t<MatrixType>::Scalar> b = bias.derived().reshaped();
+  convmat::Vector<typename std::decay_t<MatrixType>::Scalar> b = bias.derived().reshaped();
   return {std::move(matrix), std::move(b)};
 }
 
@@ -641,18 +641,18 @@ AffineMap<MatrixType> compose(const AffineMap<MatrixType>& second, const AffineM
 /// channel (PyTorch's weight = gamma, bias = beta).
 template <class Scalar>
 struct BatchNorm {
-  detail::Vector<Scalar> gamma, beta, mean, var;
+  convmat::Vector<Scalar> gamma, beta, mean, var;
   Scalar eps = Scalar(1e-5);
 
   Index channels() const { return gamma.size(); }
 
   /// Per channel, gamma / sqrt(var + eps).
-  detail::Vector<Scalar> scale() const {
+  convmat::Vector<Scalar> scale() const {
     validate();
     return (gamma.array() / (var.array() + eps).sqrt()).matrix();
   }
   /// Per channel, beta - mean * scale.
-  detail::Vector<Scalar> shift() const { return (beta.array() - mean.array() * scale().array()).matrix(); }
+  convmat::Vector<Scalar> shift() const { return (beta.array() - mean.array() * scale().array()).matrix(); }
 
   /// Throws spec_error unless the four vectors agree and var + eps > 0.
   void validate() const {
@@ -699,7 +699,7 @@ AffineMap<SparseMatrix<Scalar, StorageIndex>> batch_norm_map(const BatchNorm<Sca
 /// A convolution's flattened weights and per-channel bias.
 template <class Scalar>
 struct ConvParameters {
-  detail::Vector<Scalar> weight, bias;
+  convmat::Vector<Scalar> weight, bias;
 };
 
 /// BatchNorm folded into the convolution before it: the weights and bias of
@@ -710,7 +710,7 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvSpec<Ra
                                                                const Eigen::MatrixBase<WeightDerived>& weight,
                                                                const Eigen::MatrixBase<BiasDerived>& bias,
                                                                const BatchNorm<typename WeightDerived::Scalar>& bn) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   const auto w = detail::weight_view(weight, spec.weight_numel(), detail::conv_weight_layout);
   if (bias.size() != spec.out_channels || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements, but the layer has out_channels=", spec.out_channels);
@@ -735,7 +735,7 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
                                                                const Eigen::MatrixBase<WeightDerived>& weight,
                                                                const Eigen::MatrixBase<BiasDerived>& bias,
                                                                const BatchNorm<typename WeightDerived::Scalar>& bn) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   const auto w = detail::weight_view(weight, spec.weight_numel(), detail::transpose_weight_layout);
   if (bias.size() != spec.out_channels || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements, but the layer has out_channels=", spec.out_channels);

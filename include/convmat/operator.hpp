@@ -24,6 +24,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <Eigen/IterativeLinearSolvers>
 #include <Eigen/SparseCore>
 #include <cmath>
 #include <algorithm>
@@ -63,13 +64,20 @@ class MatrixFreeBase : public Eigen::EigenBase<Derived> {
   /// The product with a vector or a matrix (one column per sample), as an
   /// Eigen expression: assign it to a vector or matrix to evaluate it. A
   /// right-hand side whose row count is not cols() is a spec_error.
+  /// Weights and right-hand side of different Scalar types are one clear
+  /// static_assert, not Eigen's errors about the mixed product.
   template <class Rhs>
-  Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct> operator*(const Eigen::MatrixBase<Rhs>& x) const {
-    const Derived& self = static_cast<const Derived&>(*this);
-    if (x.rows() != self.cols())
-      fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
-           "), but the operator is ", self.rows(), " x ", self.cols());
-    return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+  auto operator*(const Eigen::MatrixBase<Rhs>& x) const {
+    static_assert(std::is_same_v<typename Rhs::Scalar, Scalar>,
+                  "convmat: the operator's weights and the vector or matrix it multiplies must have the same "
+                  "Scalar type (float weights with a double vector, or the reverse); cast one with .cast<T>()");
+    if constexpr (std::is_same_v<typename Rhs::Scalar, Scalar>) {
+      const Derived& self = static_cast<const Derived&>(*this);
+      if (x.rows() != self.cols())
+        fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
+             "), but the operator is ", self.rows(), " x ", self.cols());
+      return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+    }
   }
 
   /// y = A x for one sample: x has cols() contiguous entries, y rows(); y
@@ -201,7 +209,7 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// An operator for the convolution `geometry` with `weight` laid out
   /// (out_channels, in_channels / groups, kernel...): T if `transposed` is
   /// false, T^T (T^H if also `conjugated`) if true. Prefer make_operator.
-  ConvOperator(const detail::Geometry<Rank>& geometry, detail::Vector<Scalar> weight, bool transposed)
+  ConvOperator(const detail::Geometry<Rank>& geometry, convmat::Vector<Scalar> weight, bool transposed)
       : transposed_(transposed) {
     if (weight.size() != geometry.weight_numel())  // the products read weight_numel() of them
       detail::fail("ConvOperator: weight has ", weight.size(), " elements, but the geometry needs ",
@@ -302,7 +310,7 @@ class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, 
   /// Y = (T^H T + lambda I) X for `batch` columns (see
   /// ConvOperator::apply_batch): T X for the whole batch, then T^H of it.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::Matrix<Scalar> t(op_.rows(), batch);  // T X
+    convmat::Matrix<Scalar> t(op_.rows(), batch);  // T X
     op_.apply_batch(x, x_stride, t.data(), t.rows(), batch);
     op_.adjoint().apply_batch(t.data(), t.rows(), y, y_stride, batch);
     if (lambda_ != RealScalar(0))
@@ -351,12 +359,12 @@ class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarTy
 
   /// The right-hand side [b; 0] of the stacked problem, for b of T's rows.
   template <class Derived>
-  detail::Vector<Scalar> rhs(const Eigen::MatrixBase<Derived>& b) const {
+  convmat::Vector<Scalar> rhs(const Eigen::MatrixBase<Derived>& b) const {
     if (!stacked_) detail::fail("TikhonovOperator::rhs: call it on the stacked operator [T; sqrt(lambda) I]");
     if (b.size() != op_.rows() || (b.rows() != 1 && b.cols() != 1))
       detail::fail("TikhonovOperator::rhs: b has ", b.rows(), " x ", b.cols(), " entries, but T has ",
                    op_.rows(), " rows");
-    detail::Vector<Scalar> stacked = detail::Vector<Scalar>::Zero(rows());
+    convmat::Vector<Scalar> stacked = convmat::Vector<Scalar>::Zero(rows());
     stacked.head(op_.rows()) = b.reshaped();
     return stacked;
   }
@@ -390,6 +398,23 @@ TikhonovOperator<Scalar, Rank> tikhonov_operator(const ConvOperator<Scalar, Rank
                                                  typename Eigen::NumTraits<Scalar>::Real lambda) {
   return TikhonovOperator<Scalar, Rank>(op, lambda);
 }
+
+// ---------------------------------------------------------------------------
+// Eigen's solvers on the operators, spelled once
+// ---------------------------------------------------------------------------
+
+/// Eigen::LeastSquaresConjugateGradient on a matrix-free operator:
+/// `convmat::LeastSquaresSolver<decltype(op)> lscg(op);` for min |T x - b|
+/// (a ConvOperator) or the Tikhonov problem (a TikhonovOperator).
+template <class Operator>
+using LeastSquaresSolver = Eigen::LeastSquaresConjugateGradient<Operator, Eigen::IdentityPreconditioner>;
+/// Eigen::ConjugateGradient on a self-adjoint operator (a NormalOperator).
+template <class Operator>
+using ConjugateGradientSolver =
+    Eigen::ConjugateGradient<Operator, Eigen::Lower | Eigen::Upper, Eigen::IdentityPreconditioner>;
+/// Eigen::BiCGSTAB on a square operator: T x = b.
+template <class Operator>
+using BiCGSTABSolver = Eigen::BiCGSTAB<Operator, Eigen::IdentityPreconditioner>;
 
 }  // namespace convmat
 

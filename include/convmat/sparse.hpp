@@ -202,7 +202,7 @@ SparseMatrix<typename Derived::Scalar, StorageIndex> conv_transpose_matrix_spars
 template <class StorageIndex = int, class Spec, class WeightDerived, class BiasDerived>
 SparseMatrix<typename WeightDerived::Scalar, StorageIndex> affine_matrix_sparse(
     const Spec& spec, const Eigen::MatrixBase<WeightDerived>& weight, const Eigen::MatrixBase<BiasDerived>& bias) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   SparseMatrix<Scalar, StorageIndex> t;

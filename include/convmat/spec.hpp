@@ -10,6 +10,8 @@
 #include <array>
 #include <optional>
 #include <ostream>
+#include <sstream>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <utility>
@@ -426,6 +428,100 @@ struct ConvTransposeSpec {
     return out;
   }
 };
+
+// ---------------------------------------------------------------------------
+// Printing a spec as PyTorch prints the module
+// ---------------------------------------------------------------------------
+
+/// The layer as PyTorch prints its module, for instance
+/// "Conv2d(2, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))":
+/// padding, dilation, groups and padding_mode only when not the default,
+/// asymmetric padding as "padding=(begin), padding_end=(end)". `bias`
+/// false appends ", bias=False"; a `padding_name` ("same", "valid", "full",
+/// "same_upper", "same_lower") is printed instead of the numbers it set
+/// (for ONNX's, followed by "begin/end"). `operator<<` prints to_string(spec).
+template <int Rank>
+std::string to_string(const ConvSpec<Rank>& spec, bool bias = true, std::string_view padding_name = {}) {
+  const auto ones = detail::filled<Rank>(1), zeros = detail::filled<Rank>(0);
+  std::ostringstream os;
+  const auto tuple = [&os](const std::array<Index, Rank>& values) -> std::ostream& {
+    detail::write_value(os, values);
+    return os;
+  };
+  os << "Conv" << Rank << "d(" << spec.in_channels << ", " << spec.out_channels << ", kernel_size=";
+  tuple(spec.kernel_size) << ", stride=";
+  tuple(spec.stride);
+  if (padding_name == "same" || padding_name == "valid" || padding_name == "full") {
+    os << ", padding='" << padding_name << "'";
+  } else if (padding_name == "same_upper" || padding_name == "same_lower") {
+    os << ", padding='" << padding_name << "' ";
+    tuple(spec.pad_begin()) << "/";
+    tuple(spec.pad_end());
+  } else if (spec.padding_end && *spec.padding_end != spec.padding) {
+    os << ", padding=";
+    tuple(spec.padding) << ", padding_end=";
+    tuple(*spec.padding_end);
+  } else if (spec.padding != zeros) {
+    os << ", padding=";
+    tuple(spec.padding);
+  }
+  if (spec.dilation != ones) {
+    os << ", dilation=";
+    tuple(spec.dilation);
+  }
+  if (spec.groups != 1) os << ", groups=" << spec.groups;
+  if (spec.padding_mode != PaddingMode::zeros) os << ", padding_mode='" << spec.padding_mode << "'";
+  os << (bias ? ")" : ", bias=False)");
+  return os.str();
+}
+
+/// "ConvTranspose2d(4, 2, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), output_padding=(1, 1))",
+/// as to_string(ConvSpec) (a transposed layer has no padding_mode).
+template <int Rank>
+std::string to_string(const ConvTransposeSpec<Rank>& spec, bool bias = true, std::string_view padding_name = {}) {
+  const auto ones = detail::filled<Rank>(1), zeros = detail::filled<Rank>(0);
+  std::ostringstream os;
+  const auto tuple = [&os](const std::array<Index, Rank>& values) -> std::ostream& {
+    detail::write_value(os, values);
+    return os;
+  };
+  os << "ConvTranspose" << Rank << "d(" << spec.in_channels << ", " << spec.out_channels << ", kernel_size=";
+  tuple(spec.kernel_size) << ", stride=";
+  tuple(spec.stride);
+  if (padding_name == "same_upper" || padding_name == "same_lower") {
+    os << ", padding='" << padding_name << "' ";
+    tuple(spec.pad_begin()) << "/";
+    tuple(spec.pad_end());
+  } else if (spec.padding_end && *spec.padding_end != spec.padding) {
+    os << ", padding=";
+    tuple(spec.padding) << ", padding_end=";
+    tuple(*spec.padding_end);
+  } else if (spec.padding != zeros) {
+    os << ", padding=";
+    tuple(spec.padding);
+  }
+  if (spec.output_padding != zeros) {
+    os << ", output_padding=";
+    tuple(spec.output_padding);
+  }
+  if (spec.dilation != ones) {
+    os << ", dilation=";
+    tuple(spec.dilation);
+  }
+  if (spec.groups != 1) os << ", groups=" << spec.groups;
+  os << (bias ? ")" : ", bias=False)");
+  return os.str();
+}
+
+template <int Rank>
+std::ostream& operator<<(std::ostream& os, const ConvSpec<Rank>& spec) {
+  return os << to_string(spec);
+}
+
+template <int Rank>
+std::ostream& operator<<(std::ostream& os, const ConvTransposeSpec<Rank>& spec) {
+  return os << to_string(spec);
+}
 
 using Conv1dSpec = ConvSpec<1>;
 using Conv2dSpec = ConvSpec<2>;

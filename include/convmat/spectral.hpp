@@ -72,8 +72,8 @@ template <class Real>
 struct SingularValues {
   /// Descending: the k asked for, or fewer when max_iterations stopped the
   /// iteration before its basis held k vectors (converged is then false).
-  detail::Vector<Real> values;
-  detail::Vector<Real> residuals;  ///< of each value's triplet, measured (absolute)
+  convmat::Vector<Real> values;
+  convmat::Vector<Real> residuals;  ///< of each value's triplet, measured (absolute)
   bool converged = false;          ///< all k found, every residual <= tolerance * values(0)
   Index iterations = 0;            ///< products with T performed (as many with T^H)
 };
@@ -147,7 +147,7 @@ void check_wanted(const Spec& spec, Index k) {
 }
 
 template <class Real>
-detail::Vector<Real> converged_values(const SingularValues<Real>& r, const SpectralNormOptions& options,
+convmat::Vector<Real> converged_values(const SingularValues<Real>& r, const SpectralNormOptions& options,
                                       const char* what) {
   if (!r.converged) {
     const Real worst = r.residuals.size() ? r.residuals.maxCoeff() : Real(0);
@@ -236,7 +236,7 @@ bool is_block_circulant(const ConvSpec<Rank>& spec) {
 /// the dense matrix (O(m n^2)). Both are held to max_dense_bytes()
 /// (memory_limit_error beyond it).
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
@@ -248,7 +248,7 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
 /// All singular values of a transposed layer's matrix, descending: those of
 /// the convolution it is the adjoint of, by an SVD of the dense matrix.
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
@@ -262,7 +262,7 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
 /// convergence_error if those did not converge within
 /// options.max_iterations (largest_singular_values returns them as they are).
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
     const SpectralNormOptions& options = {}) {
   detail::check_wanted(spec, k);
@@ -279,7 +279,7 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
 /// largest_singular_values on its operator (convergence_error if they did
 /// not converge).
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
     const SpectralNormOptions& options = {}) {
   detail::check_wanted(spec, k);
@@ -300,7 +300,7 @@ SpectralNormBound<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spe
     const Spec& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
   using Real = typename Eigen::NumTraits<typename Derived::Scalar>::Real;
   using Work = std::conditional_t<Eigen::NumTraits<typename Derived::Scalar>::IsComplex, std::complex<double>, double>;
-  const detail::Vector<Work> w = detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec)).template cast<Work>();
+  const convmat::Vector<Work> w = detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec)).template cast<Work>();
   const auto op = make_operator(spec, w);
   const auto lanczos = detail::block_lanczos(op, detail::lanczos_settings<Work>(options, 1, "spectral_norm_bound"));
   SpectralNormBound<Real> bound;

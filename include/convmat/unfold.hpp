@@ -61,14 +61,14 @@ void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
 /// torch.nn.functional.unfold — for any rank and, beyond PyTorch, every
 /// padding mode (an entry reads what the padded input holds there).
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& spec,
                                                         const Eigen::MatrixBase<Derived>& input) {
   const auto g = detail::geometry(spec);
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   if (x.cols() != 1) detail::fail("unfold takes one sample: input has ", x.cols(), " columns");
   detail::check_dense_size(detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial,
                            sizeof(typename Derived::Scalar), "the unfold matrix", detail::unfold_hint);
-  detail::RowMajorMatrix<typename Derived::Scalar> columns(
+  convmat::RowMajorMatrix<typename Derived::Scalar> columns(
       detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial);
   detail::unfold_into(g, x.data(), columns.data());
   return columns;
@@ -78,7 +78,7 @@ detail::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& sp
 /// positions they were read from (torch.nn.functional.fold). Returns a
 /// vector of input_numel values.
 template <int Rank, class Derived>
-detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
+convmat::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
                                               const Eigen::MatrixBase<Derived>& columns) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
@@ -88,8 +88,8 @@ detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
                  " matrix (in_channels * prod(kernel_size) x prod(output_size)), not ", columns.rows(),
                  " x ", columns.cols());
   detail::check_dense_size(g.input_numel(), 1, sizeof(Scalar), "the folded vector", detail::unfold_hint);
-  const detail::RowMajorMatrix<Scalar> c = columns;  // row-major, as unfold() returns
-  detail::Vector<Scalar> x(g.input_numel());
+  const convmat::RowMajorMatrix<Scalar> c = columns;  // row-major, as unfold() returns
+  convmat::Vector<Scalar> x(g.input_numel());
   detail::fold_into(g, c.data(), x.data());
   return x;
 }
@@ -101,16 +101,16 @@ detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
 /// panel of about 512 columns at a time, while the panel is in the cache;
 /// with OpenMP the panels are shared among the threads.
 template <int Rank, class WeightDerived, class InputDerived>
-detail::Matrix<typename WeightDerived::Scalar> convolve_unfold(
+convmat::Matrix<typename WeightDerived::Scalar> convolve_unfold(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<WeightDerived>& weight,
     const Eigen::MatrixBase<InputDerived>& input) {
-  detail::require_same_scalar<WeightDerived, InputDerived>();
+  static_assert(detail::same_scalar<WeightDerived, InputDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.output_numel(), x.cols());
   detail::unfold_multiply(g, w.data(), x.data(), x.outerStride(), detail::whole_input(g), y.data(), y.rows(),
                           x.cols(), detail::whole_output(g));
   return y;

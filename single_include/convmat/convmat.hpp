@@ -234,14 +234,24 @@ constexpr Index positive_mod(Index a, Index b) {
 }  // namespace convmat::detail
 
 // ---- convmat/detail/arguments.hpp (continued) --------------------------------
-namespace convmat::detail {
+namespace convmat {
 
+/// The Eigen types public functions return: a column vector, a column-major
+/// matrix (batches: one column per sample) and the row-major dense T.
 template <class Scalar>
 using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 template <class Scalar>
 using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 template <class Scalar>
 using RowMajorMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+}  // namespace convmat
+
+namespace convmat::detail {
+
+using convmat::Matrix;
+using convmat::RowMajorMatrix;
+using convmat::Vector;
 
 /// A contiguous read-only view of a vector expression (copied only if needed).
 template <class Scalar>
@@ -276,11 +286,17 @@ MatrixView<typename Derived::Scalar> batch_view(const Eigen::MatrixBase<Derived>
   return MatrixView<typename Derived::Scalar>(batch.derived());
 }
 
+/// static_assert(detail::same_scalar<A, B>::value) as a public function's
+/// first statement: the class is instantiated there and then,
+/// so that this message is the first error, before any overload
+/// resolution in the function's body fails on the mixed types.
 template <class A, class B>
-constexpr void require_same_scalar() {
+struct same_scalar {
   static_assert(std::is_same_v<typename A::Scalar, typename B::Scalar>,
-                "convmat: weights and inputs must have the same Scalar type; cast one with .cast<T>()");
-}
+                "convmat: weights and inputs must have the same Scalar type (float weights with double inputs, "
+                "or the reverse); cast one with .cast<T>()");
+  static constexpr bool value = std::is_same_v<typename A::Scalar, typename B::Scalar>;
+};
 
 }  // namespace convmat::detail
 
@@ -863,6 +879,100 @@ struct ConvTransposeSpec {
   }
 };
 
+// ---------------------------------------------------------------------------
+// Printing a spec as PyTorch prints the module
+// ---------------------------------------------------------------------------
+
+/// The layer as PyTorch prints its module, for instance
+/// "Conv2d(2, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))":
+/// padding, dilation, groups and padding_mode only when not the default,
+/// asymmetric padding as "padding=(begin), padding_end=(end)". `bias`
+/// false appends ", bias=False"; a `padding_name` ("same", "valid", "full",
+/// "same_upper", "same_lower") is printed instead of the numbers it set
+/// (for ONNX's, followed by "begin/end"). `operator<<` prints to_string(spec).
+template <int Rank>
+std::string to_string(const ConvSpec<Rank>& spec, bool bias = true, std::string_view padding_name = {}) {
+  const auto ones = detail::filled<Rank>(1), zeros = detail::filled<Rank>(0);
+  std::ostringstream os;
+  const auto tuple = [&os](const std::array<Index, Rank>& values) -> std::ostream& {
+    detail::write_value(os, values);
+    return os;
+  };
+  os << "Conv" << Rank << "d(" << spec.in_channels << ", " << spec.out_channels << ", kernel_size=";
+  tuple(spec.kernel_size) << ", stride=";
+  tuple(spec.stride);
+  if (padding_name == "same" || padding_name == "valid" || padding_name == "full") {
+    os << ", padding='" << padding_name << "'";
+  } else if (padding_name == "same_upper" || padding_name == "same_lower") {
+    os << ", padding='" << padding_name << "' ";
+    tuple(spec.pad_begin()) << "/";
+    tuple(spec.pad_end());
+  } else if (spec.padding_end && *spec.padding_end != spec.padding) {
+    os << ", padding=";
+    tuple(spec.padding) << ", padding_end=";
+    tuple(*spec.padding_end);
+  } else if (spec.padding != zeros) {
+    os << ", padding=";
+    tuple(spec.padding);
+  }
+  if (spec.dilation != ones) {
+    os << ", dilation=";
+    tuple(spec.dilation);
+  }
+  if (spec.groups != 1) os << ", groups=" << spec.groups;
+  if (spec.padding_mode != PaddingMode::zeros) os << ", padding_mode='" << spec.padding_mode << "'";
+  os << (bias ? ")" : ", bias=False)");
+  return os.str();
+}
+
+/// "ConvTranspose2d(4, 2, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), output_padding=(1, 1))",
+/// as to_string(ConvSpec) (a transposed layer has no padding_mode).
+template <int Rank>
+std::string to_string(const ConvTransposeSpec<Rank>& spec, bool bias = true, std::string_view padding_name = {}) {
+  const auto ones = detail::filled<Rank>(1), zeros = detail::filled<Rank>(0);
+  std::ostringstream os;
+  const auto tuple = [&os](const std::array<Index, Rank>& values) -> std::ostream& {
+    detail::write_value(os, values);
+    return os;
+  };
+  os << "ConvTranspose" << Rank << "d(" << spec.in_channels << ", " << spec.out_channels << ", kernel_size=";
+  tuple(spec.kernel_size) << ", stride=";
+  tuple(spec.stride);
+  if (padding_name == "same_upper" || padding_name == "same_lower") {
+    os << ", padding='" << padding_name << "' ";
+    tuple(spec.pad_begin()) << "/";
+    tuple(spec.pad_end());
+  } else if (spec.padding_end && *spec.padding_end != spec.padding) {
+    os << ", padding=";
+    tuple(spec.padding) << ", padding_end=";
+    tuple(*spec.padding_end);
+  } else if (spec.padding != zeros) {
+    os << ", padding=";
+    tuple(spec.padding);
+  }
+  if (spec.output_padding != zeros) {
+    os << ", output_padding=";
+    tuple(spec.output_padding);
+  }
+  if (spec.dilation != ones) {
+    os << ", dilation=";
+    tuple(spec.dilation);
+  }
+  if (spec.groups != 1) os << ", groups=" << spec.groups;
+  os << (bias ? ")" : ", bias=False)");
+  return os.str();
+}
+
+template <int Rank>
+std::ostream& operator<<(std::ostream& os, const ConvSpec<Rank>& spec) {
+  return os << to_string(spec);
+}
+
+template <int Rank>
+std::ostream& operator<<(std::ostream& os, const ConvTransposeSpec<Rank>& spec) {
+  return os << to_string(spec);
+}
+
 using Conv1dSpec = ConvSpec<1>;
 using Conv2dSpec = ConvSpec<2>;
 using Conv3dSpec = ConvSpec<3>;
@@ -1356,7 +1466,7 @@ RowMajorMatrix<Scalar> dense_rows(const Geometry<Rank>& g, const Scalar* w, Inde
 /// an invalid spec, weights of the wrong length, or a matrix larger than
 /// max_dense_bytes().
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> conv_matrix(const ConvSpec<Rank>& spec,
                                                              const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
@@ -1366,7 +1476,7 @@ detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix(const ConvSpec<Rank
 /// Rows [row_begin, row_end) of conv_matrix(spec, weight), built on their
 /// own: blocks of consecutive ranges stack to exactly the whole matrix.
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix_rows(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> conv_matrix_rows(const ConvSpec<Rank>& spec,
                                                                   const Eigen::MatrixBase<Derived>& weight,
                                                                   Index row_begin, Index row_end) {
   const auto g = detail::geometry(spec);
@@ -1379,13 +1489,13 @@ detail::RowMajorMatrix<typename Derived::Scalar> conv_matrix_rows(const ConvSpec
 /// kernel...). With output_padding 0 it is the transpose of the matching
 /// convolution's conv_matrix.
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> conv_transpose_matrix(
+convmat::RowMajorMatrix<typename Derived::Scalar> conv_transpose_matrix(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);  // the convolution this layer is the adjoint of
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
   detail::check_dense_size(g.input_numel(), g.output_numel(), sizeof(Scalar), "the dense matrix");
-  detail::RowMajorMatrix<Scalar> t = detail::RowMajorMatrix<Scalar>::Zero(g.input_numel(), g.output_numel());
+  convmat::RowMajorMatrix<Scalar> t = convmat::RowMajorMatrix<Scalar>::Zero(g.input_numel(), g.output_numel());
   // Entry (r, c) of the convolution's matrix is entry (c, r) here.
   detail::fill_dense(g, w.data(), 0, g.output_numel(), t.data(), 1, t.cols(), false);
   return t;
@@ -1394,14 +1504,14 @@ detail::RowMajorMatrix<typename Derived::Scalar> conv_transpose_matrix(
 /// The layer's bias as an output-sized vector (bias[oc] at every position
 /// of output channel oc), so that the layer is the affine map T x + b.
 template <class Spec, class Derived>
-detail::Vector<typename Derived::Scalar> bias_vector(const Spec& spec, const Eigen::MatrixBase<Derived>& bias) {
+convmat::Vector<typename Derived::Scalar> bias_vector(const Spec& spec, const Eigen::MatrixBase<Derived>& bias) {
   const Index channels = spec.out_channels, spatial = spec.output_spatial();
   if (bias.size() != channels || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements (", bias.rows(), " x ", bias.cols(),
                  "), but the layer has out_channels=", channels);
   detail::check_dense_size(spec.output_numel(), 1, sizeof(typename Derived::Scalar), "the bias vector",
                            "raise the limit with set_max_dense_bytes()");
-  detail::Vector<typename Derived::Scalar> b(spec.output_numel());
+  convmat::Vector<typename Derived::Scalar> b(spec.output_numel());
   for (Index oc = 0; oc < channels; ++oc) b.segment(oc * spatial, spatial).setConstant(bias(oc));
   return b;
 }
@@ -1409,10 +1519,10 @@ detail::Vector<typename Derived::Scalar> bias_vector(const Spec& spec, const Eig
 /// The augmented matrix [T b; 0 1] ((output_numel + 1) x (input_numel + 1)):
 /// the layer with bias as one linear map on homogeneous coordinates [x; 1].
 template <class Spec, class WeightDerived, class BiasDerived>
-detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec& spec,
+convmat::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec& spec,
                                                                      const Eigen::MatrixBase<WeightDerived>& weight,
                                                                      const Eigen::MatrixBase<BiasDerived>& bias) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   const Index rows = spec.output_numel(), cols = spec.input_numel();
@@ -1420,7 +1530,7 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
   detail::check_dense_size(detail::checked_add(rows, 1, "the affine matrix's rows"),
                            detail::checked_add(cols, 1, "the affine matrix's columns"), sizeof(Scalar),
                            "the affine matrix");
-  detail::RowMajorMatrix<Scalar> a(rows + 1, cols + 1);
+  convmat::RowMajorMatrix<Scalar> a(rows + 1, cols + 1);
   if constexpr (std::is_same_v<Spec, ConvSpec<Spec::rank>>)
     a.topLeftCorner(rows, cols) = conv_matrix(spec, weight);
   else
@@ -1435,7 +1545,7 @@ detail::RowMajorMatrix<typename WeightDerived::Scalar> affine_matrix(const Spec&
 /// vec(conv(x, w)) = J(x) vec(w) for every w: the unfold matrix of x,
 /// arranged per output channel.
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<Rank>& spec,
                                                                  const Eigen::MatrixBase<Derived>& input) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
@@ -1444,7 +1554,7 @@ detail::RowMajorMatrix<typename Derived::Scalar> weight_jacobian(const ConvSpec<
   detail::check_dense_size(g.output_numel(), g.weight_numel(), sizeof(Scalar), "the weight Jacobian",
                            "use unfold() (the same numbers, one row per weight of a group) or raise the limit "
                            "with set_max_dense_bytes()");
-  detail::RowMajorMatrix<Scalar> j = detail::RowMajorMatrix<Scalar>::Zero(g.output_numel(), g.weight_numel());
+  convmat::RowMajorMatrix<Scalar> j = convmat::RowMajorMatrix<Scalar>::Zero(g.output_numel(), g.weight_numel());
   const Index cig = g.in_per_group(), kn = g.kernel_numel;
   std::vector<detail::Tap> taps;
   for (Index p = 0; p < g.output_spatial; ++p) {
@@ -1548,16 +1658,16 @@ void adjoint(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, Scalar* 
 /// as torch.nn.functional.conv{1,2,3}d with the spec's padding mode.
 /// Returns output_numel x batch.
 template <int Rank, class WeightDerived, class InputDerived>
-detail::Matrix<typename WeightDerived::Scalar> convolve(const ConvSpec<Rank>& spec,
+convmat::Matrix<typename WeightDerived::Scalar> convolve(const ConvSpec<Rank>& spec,
                                                         const Eigen::MatrixBase<WeightDerived>& weight,
                                                         const Eigen::MatrixBase<InputDerived>& input) {
-  detail::require_same_scalar<WeightDerived, InputDerived>();
+  static_assert(detail::same_scalar<WeightDerived, InputDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.output_numel(), x.cols());
   for (Index s = 0; s < x.cols(); ++s) detail::forward(g, w.data(), x.col(s).data(), y.col(s).data());
   return y;
 }
@@ -1567,16 +1677,16 @@ detail::Matrix<typename WeightDerived::Scalar> convolve(const ConvSpec<Rank>& sp
 /// kernel...)), as torch.nn.functional.conv_transpose{1,2,3}d. Returns
 /// output_numel x batch.
 template <int Rank, class WeightDerived, class InputDerived>
-detail::Matrix<typename WeightDerived::Scalar> convolve_transpose(
+convmat::Matrix<typename WeightDerived::Scalar> convolve_transpose(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<WeightDerived>& weight,
     const Eigen::MatrixBase<InputDerived>& input) {
-  detail::require_same_scalar<WeightDerived, InputDerived>();
+  static_assert(detail::same_scalar<WeightDerived, InputDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(in_channels, out_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.output_numel(), "input");
   detail::check_dense_size(g.input_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.input_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.input_numel(), x.cols());
   for (Index s = 0; s < x.cols(); ++s) detail::adjoint(g, w.data(), x.col(s).data(), y.col(s).data());
   return y;
 }
@@ -1794,7 +1904,7 @@ SparseMatrix<typename Derived::Scalar, StorageIndex> conv_transpose_matrix_spars
 template <class StorageIndex = int, class Spec, class WeightDerived, class BiasDerived>
 SparseMatrix<typename WeightDerived::Scalar, StorageIndex> affine_matrix_sparse(
     const Spec& spec, const Eigen::MatrixBase<WeightDerived>& weight, const Eigen::MatrixBase<BiasDerived>& bias) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto b = bias_vector(spec, bias);
   SparseMatrix<Scalar, StorageIndex> t;
@@ -2074,14 +2184,14 @@ Vector<Scalar> avg_pool_divisors(const AvgPoolSpec<Rank>& spec, const Geometry<R
 /// pooling: row (c, o) holds 1 / divisor(o) on every input its window
 /// covers in channel c. Scalar is the matrix's scalar type.
 template <class Scalar = double, int Rank>
-detail::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
+convmat::RowMajorMatrix<Scalar> avg_pool_matrix(const AvgPoolSpec<Rank>& spec) {
   const auto g = detail::geometry(spec);
   detail::dense_footprint<Scalar>("the dense pooling matrix", g.output_numel(), g.input_numel())
       .add(g.weight_numel(), sizeof(Scalar), "window weights")
       .add(g.output_spatial, sizeof(Scalar), "divisors")
       .check(detail::dense_layer_hint);
   const auto ones = detail::depthwise_ones<Scalar>(g);
-  detail::RowMajorMatrix<Scalar> t = detail::dense_rows(g, ones.data(), 0, g.output_numel());
+  convmat::RowMajorMatrix<Scalar> t = detail::dense_rows(g, ones.data(), 0, g.output_numel());
   const auto divisor = detail::avg_pool_divisors<Scalar>(spec, g);
   for (Index r = 0; r < t.rows(); ++r) t.row(r) /= divisor(r % g.output_spatial);
   return t;
@@ -2213,13 +2323,13 @@ SparseMatrix<Scalar, StorageIndex> max_pool_windows(const MaxPoolSpec<Rank>& spe
 /// F.max_pool{1,2,3}d: output_numel x batch. A NaN in a window is its
 /// maximum, as in PyTorch.
 template <int Rank, class Derived>
-detail::Matrix<typename Derived::Scalar> max_pool(const MaxPoolSpec<Rank>& spec,
+convmat::Matrix<typename Derived::Scalar> max_pool(const MaxPoolSpec<Rank>& spec,
                                                    const Eigen::MatrixBase<Derived>& input) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.output_numel(), x.cols());
   std::vector<detail::Tap> taps;
   for (Index p = 0; p < g.output_spatial; ++p) {
     g.taps_at(p, taps);  // never empty: validated
@@ -2274,7 +2384,7 @@ struct PadSpec {
 /// The dense matrix of a padding layer: a 0/1 matrix, except that with
 /// reflect, replicate or circular several output positions read one input.
 template <class Scalar = double, int Rank>
-detail::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
+convmat::RowMajorMatrix<Scalar> pad_matrix(const PadSpec<Rank>& spec) {
   const auto g = detail::geometry(spec.as_conv());  // validated before the weights are sized by spec.channels
   detail::dense_footprint<Scalar>("the dense padding matrix", g.output_numel(), g.input_numel())
       .add(g.weight_numel(), sizeof(Scalar), "weights")
@@ -2331,7 +2441,7 @@ struct UpsampleSpec {
 
 /// The dense 0/1 matrix of nearest upsampling.
 template <class Scalar = double, int Rank>
-detail::RowMajorMatrix<Scalar> upsample_nearest_matrix(const UpsampleSpec<Rank>& spec) {
+convmat::RowMajorMatrix<Scalar> upsample_nearest_matrix(const UpsampleSpec<Rank>& spec) {
   const auto t = spec.as_conv_transpose();
   const auto g = detail::geometry(t);  // validated before the weights are sized by the scale
   detail::dense_footprint<Scalar>("the dense upsampling matrix", g.input_numel(), g.output_numel())
@@ -2360,10 +2470,10 @@ SparseMatrix<Scalar, StorageIndex> upsample_nearest_matrix_sparse(const Upsample
 /// The matrix of Flatten (and of any Reshape): the identity of size numel,
 /// since convmat's vectors are already flattened in C order.
 template <class Scalar = double>
-detail::RowMajorMatrix<Scalar> flatten_matrix(Index numel) {
+convmat::RowMajorMatrix<Scalar> flatten_matrix(Index numel) {
   if (numel <= 0) detail::fail("flatten needs a positive element count: numel=", numel);
   detail::check_dense_size(numel, numel, sizeof(Scalar), "the flatten matrix");
-  return detail::RowMajorMatrix<Scalar>::Identity(numel, numel);
+  return convmat::RowMajorMatrix<Scalar>::Identity(numel, numel);
 }
 
 // ---------------------------------------------------------------------------
@@ -2378,18 +2488,18 @@ template <class MatrixType>
 struct AffineMap {
   using Scalar = typename MatrixType::Scalar;
   MatrixType matrix;
-  detail::Vector<Scalar> bias;
+  convmat::Vector<Scalar> bias;
 
   Index input_numel() const { return matrix.cols(); }
   Index output_numel() const { return matrix.rows(); }
 
   /// matrix * X + bias, for one sample or a batch (columns).
   template <class Derived>
-  detail::Matrix<Scalar> operator()(const Eigen::MatrixBase<Derived>& x) const {
+  convmat::Matrix<Scalar> operator()(const Eigen::MatrixBase<Derived>& x) const {
     const auto view = detail::batch_view(x, matrix.cols(), "input");
     if (bias.size() != matrix.rows())
       detail::fail("the affine map's bias has ", bias.size(), " entries, but its matrix has ", matrix.rows(), " rows");
-    detail::Matrix<Scalar> y = matrix * view;
+    convmat::Matrix<Scalar> y = matrix * view;
     y.colwise() += bias;
     return y;
   }
@@ -2399,7 +2509,7 @@ struct AffineMap {
 template <class MatrixType>
 AffineMap<std::decay_t<MatrixType>> linear_map(MatrixType matrix) {
   const Index rows = matrix.rows();
-  return {std::move(matrix), detail::Vector<typename std::decay_t<MatrixType>::Scalar>::Zero(rows)};
+  return {std::move(matrix), convmat::Vector<typename std::decay_t<MatrixType>::Scalar>::Zero(rows)};
 }
 
 /// The affine map of a matrix and bias (checked to agree in size).
@@ -2408,7 +2518,7 @@ AffineMap<std::decay_t<MatrixType>> affine_map(MatrixType matrix, const Eigen::M
   if (bias.size() != matrix.rows() || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements (", bias.rows(), " x ", bias.cols(), "), but the matrix has ",
                  matrix.rows(), " rows");
-  detail::Vector<typename std::decay_t<MatrixType>::Scalar> b = bias.derived().reshaped();
+  convmat::Vector<typename std::decay_t<MatrixType>::Scalar> b = bias.derived().reshaped();
   return {std::move(matrix), std::move(b)};
 }
 
@@ -2441,18 +2551,18 @@ AffineMap<MatrixType> compose(const AffineMap<MatrixType>& second, const AffineM
 /// channel (PyTorch's weight = gamma, bias = beta).
 template <class Scalar>
 struct BatchNorm {
-  detail::Vector<Scalar> gamma, beta, mean, var;
+  convmat::Vector<Scalar> gamma, beta, mean, var;
   Scalar eps = Scalar(1e-5);
 
   Index channels() const { return gamma.size(); }
 
   /// Per channel, gamma / sqrt(var + eps).
-  detail::Vector<Scalar> scale() const {
+  convmat::Vector<Scalar> scale() const {
     validate();
     return (gamma.array() / (var.array() + eps).sqrt()).matrix();
   }
   /// Per channel, beta - mean * scale.
-  detail::Vector<Scalar> shift() const { return (beta.array() - mean.array() * scale().array()).matrix(); }
+  convmat::Vector<Scalar> shift() const { return (beta.array() - mean.array() * scale().array()).matrix(); }
 
   /// Throws spec_error unless the four vectors agree and var + eps > 0.
   void validate() const {
@@ -2499,7 +2609,7 @@ AffineMap<SparseMatrix<Scalar, StorageIndex>> batch_norm_map(const BatchNorm<Sca
 /// A convolution's flattened weights and per-channel bias.
 template <class Scalar>
 struct ConvParameters {
-  detail::Vector<Scalar> weight, bias;
+  convmat::Vector<Scalar> weight, bias;
 };
 
 /// BatchNorm folded into the convolution before it: the weights and bias of
@@ -2510,7 +2620,7 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvSpec<Ra
                                                                const Eigen::MatrixBase<WeightDerived>& weight,
                                                                const Eigen::MatrixBase<BiasDerived>& bias,
                                                                const BatchNorm<typename WeightDerived::Scalar>& bn) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   const auto w = detail::weight_view(weight, spec.weight_numel(), detail::conv_weight_layout);
   if (bias.size() != spec.out_channels || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements, but the layer has out_channels=", spec.out_channels);
@@ -2535,7 +2645,7 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
                                                                const Eigen::MatrixBase<WeightDerived>& weight,
                                                                const Eigen::MatrixBase<BiasDerived>& bias,
                                                                const BatchNorm<typename WeightDerived::Scalar>& bn) {
-  detail::require_same_scalar<WeightDerived, BiasDerived>();
+  static_assert(detail::same_scalar<WeightDerived, BiasDerived>::value);
   const auto w = detail::weight_view(weight, spec.weight_numel(), detail::transpose_weight_layout);
   if (bias.size() != spec.out_channels || (bias.rows() != 1 && bias.cols() != 1))
     detail::fail("bias has ", bias.size(), " elements, but the layer has out_channels=", spec.out_channels);
@@ -2577,6 +2687,7 @@ ConvParameters<typename WeightDerived::Scalar> fold_batch_norm(const ConvTranspo
 // A solver keeps a pointer to the operator it was given: keep the operator
 // alive while the solver is used.
 
+#include <Eigen/IterativeLinearSolvers>
 #include <memory>
 
 // ---- convmat/detail/unfold_product.hpp ---------------------------------------
@@ -2985,13 +3096,20 @@ class MatrixFreeBase : public Eigen::EigenBase<Derived> {
   /// The product with a vector or a matrix (one column per sample), as an
   /// Eigen expression: assign it to a vector or matrix to evaluate it. A
   /// right-hand side whose row count is not cols() is a spec_error.
+  /// Weights and right-hand side of different Scalar types are one clear
+  /// static_assert, not Eigen's errors about the mixed product.
   template <class Rhs>
-  Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct> operator*(const Eigen::MatrixBase<Rhs>& x) const {
-    const Derived& self = static_cast<const Derived&>(*this);
-    if (x.rows() != self.cols())
-      fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
-           "), but the operator is ", self.rows(), " x ", self.cols());
-    return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+  auto operator*(const Eigen::MatrixBase<Rhs>& x) const {
+    static_assert(std::is_same_v<typename Rhs::Scalar, Scalar>,
+                  "convmat: the operator's weights and the vector or matrix it multiplies must have the same "
+                  "Scalar type (float weights with a double vector, or the reverse); cast one with .cast<T>()");
+    if constexpr (std::is_same_v<typename Rhs::Scalar, Scalar>) {
+      const Derived& self = static_cast<const Derived&>(*this);
+      if (x.rows() != self.cols())
+        fail("operator product: the right-hand side has ", x.rows(), " rows (", x.rows(), " x ", x.cols(),
+             "), but the operator is ", self.rows(), " x ", self.cols());
+      return Eigen::Product<Derived, Rhs, Eigen::AliasFreeProduct>(self, x.derived());
+    }
   }
 
   /// y = A x for one sample: x has cols() contiguous entries, y rows(); y
@@ -3123,7 +3241,7 @@ class ConvOperator : public detail::MatrixFreeBase<ConvOperator<ScalarType, Rank
   /// An operator for the convolution `geometry` with `weight` laid out
   /// (out_channels, in_channels / groups, kernel...): T if `transposed` is
   /// false, T^T (T^H if also `conjugated`) if true. Prefer make_operator.
-  ConvOperator(const detail::Geometry<Rank>& geometry, detail::Vector<Scalar> weight, bool transposed)
+  ConvOperator(const detail::Geometry<Rank>& geometry, convmat::Vector<Scalar> weight, bool transposed)
       : transposed_(transposed) {
     if (weight.size() != geometry.weight_numel())  // the products read weight_numel() of them
       detail::fail("ConvOperator: weight has ", weight.size(), " elements, but the geometry needs ",
@@ -3224,7 +3342,7 @@ class NormalOperator : public detail::MatrixFreeBase<NormalOperator<ScalarType, 
   /// Y = (T^H T + lambda I) X for `batch` columns (see
   /// ConvOperator::apply_batch): T X for the whole batch, then T^H of it.
   void apply_batch(const Scalar* x, Index x_stride, Scalar* y, Index y_stride, Index batch) const {
-    detail::Matrix<Scalar> t(op_.rows(), batch);  // T X
+    convmat::Matrix<Scalar> t(op_.rows(), batch);  // T X
     op_.apply_batch(x, x_stride, t.data(), t.rows(), batch);
     op_.adjoint().apply_batch(t.data(), t.rows(), y, y_stride, batch);
     if (lambda_ != RealScalar(0))
@@ -3273,12 +3391,12 @@ class TikhonovOperator : public detail::MatrixFreeBase<TikhonovOperator<ScalarTy
 
   /// The right-hand side [b; 0] of the stacked problem, for b of T's rows.
   template <class Derived>
-  detail::Vector<Scalar> rhs(const Eigen::MatrixBase<Derived>& b) const {
+  convmat::Vector<Scalar> rhs(const Eigen::MatrixBase<Derived>& b) const {
     if (!stacked_) detail::fail("TikhonovOperator::rhs: call it on the stacked operator [T; sqrt(lambda) I]");
     if (b.size() != op_.rows() || (b.rows() != 1 && b.cols() != 1))
       detail::fail("TikhonovOperator::rhs: b has ", b.rows(), " x ", b.cols(), " entries, but T has ",
                    op_.rows(), " rows");
-    detail::Vector<Scalar> stacked = detail::Vector<Scalar>::Zero(rows());
+    convmat::Vector<Scalar> stacked = convmat::Vector<Scalar>::Zero(rows());
     stacked.head(op_.rows()) = b.reshaped();
     return stacked;
   }
@@ -3312,6 +3430,23 @@ TikhonovOperator<Scalar, Rank> tikhonov_operator(const ConvOperator<Scalar, Rank
                                                  typename Eigen::NumTraits<Scalar>::Real lambda) {
   return TikhonovOperator<Scalar, Rank>(op, lambda);
 }
+
+// ---------------------------------------------------------------------------
+// Eigen's solvers on the operators, spelled once
+// ---------------------------------------------------------------------------
+
+/// Eigen::LeastSquaresConjugateGradient on a matrix-free operator:
+/// `convmat::LeastSquaresSolver<decltype(op)> lscg(op);` for min |T x - b|
+/// (a ConvOperator) or the Tikhonov problem (a TikhonovOperator).
+template <class Operator>
+using LeastSquaresSolver = Eigen::LeastSquaresConjugateGradient<Operator, Eigen::IdentityPreconditioner>;
+/// Eigen::ConjugateGradient on a self-adjoint operator (a NormalOperator).
+template <class Operator>
+using ConjugateGradientSolver =
+    Eigen::ConjugateGradient<Operator, Eigen::Lower | Eigen::Upper, Eigen::IdentityPreconditioner>;
+/// Eigen::BiCGSTAB on a square operator: T x = b.
+template <class Operator>
+using BiCGSTABSolver = Eigen::BiCGSTAB<Operator, Eigen::IdentityPreconditioner>;
 
 }  // namespace convmat
 
@@ -4270,8 +4405,8 @@ template <class Real>
 struct SingularValues {
   /// Descending: the k asked for, or fewer when max_iterations stopped the
   /// iteration before its basis held k vectors (converged is then false).
-  detail::Vector<Real> values;
-  detail::Vector<Real> residuals;  ///< of each value's triplet, measured (absolute)
+  convmat::Vector<Real> values;
+  convmat::Vector<Real> residuals;  ///< of each value's triplet, measured (absolute)
   bool converged = false;          ///< all k found, every residual <= tolerance * values(0)
   Index iterations = 0;            ///< products with T performed (as many with T^H)
 };
@@ -4345,7 +4480,7 @@ void check_wanted(const Spec& spec, Index k) {
 }
 
 template <class Real>
-detail::Vector<Real> converged_values(const SingularValues<Real>& r, const SpectralNormOptions& options,
+convmat::Vector<Real> converged_values(const SingularValues<Real>& r, const SpectralNormOptions& options,
                                       const char* what) {
   if (!r.converged) {
     const Real worst = r.residuals.size() ? r.residuals.maxCoeff() : Real(0);
@@ -4434,7 +4569,7 @@ bool is_block_circulant(const ConvSpec<Rank>& spec) {
 /// the dense matrix (O(m n^2)). Both are held to max_dense_bytes()
 /// (memory_limit_error beyond it).
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::conv_weight_layout);
@@ -4446,7 +4581,7 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
 /// All singular values of a transposed layer's matrix, descending: those of
 /// the convolution it is the adjoint of, by an SVD of the dense matrix.
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight) {
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), detail::transpose_weight_layout);
@@ -4460,7 +4595,7 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
 /// convergence_error if those did not converge within
 /// options.max_iterations (largest_singular_values returns them as they are).
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
     const SpectralNormOptions& options = {}) {
   detail::check_wanted(spec, k);
@@ -4477,7 +4612,7 @@ detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singul
 /// largest_singular_values on its operator (convergence_error if they did
 /// not converge).
 template <int Rank, class Derived>
-detail::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
+convmat::Vector<typename Eigen::NumTraits<typename Derived::Scalar>::Real> singular_values(
     const ConvTransposeSpec<Rank>& spec, const Eigen::MatrixBase<Derived>& weight, Index k,
     const SpectralNormOptions& options = {}) {
   detail::check_wanted(spec, k);
@@ -4498,7 +4633,7 @@ SpectralNormBound<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spe
     const Spec& spec, const Eigen::MatrixBase<Derived>& weight, const SpectralNormOptions& options = {}) {
   using Real = typename Eigen::NumTraits<typename Derived::Scalar>::Real;
   using Work = std::conditional_t<Eigen::NumTraits<typename Derived::Scalar>::IsComplex, std::complex<double>, double>;
-  const detail::Vector<Work> w = detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec)).template cast<Work>();
+  const convmat::Vector<Work> w = detail::weight_view(weight, spec.weight_numel(), detail::weight_layout(spec)).template cast<Work>();
   const auto op = make_operator(spec, w);
   const auto lanczos = detail::block_lanczos(op, detail::lanczos_settings<Work>(options, 1, "spectral_norm_bound"));
   SpectralNormBound<Real> bound;
@@ -4568,14 +4703,14 @@ void fold_into(const Geometry<Rank>& g, const Scalar* columns, Scalar* x) {
 /// torch.nn.functional.unfold — for any rank and, beyond PyTorch, every
 /// padding mode (an entry reads what the padded input holds there).
 template <int Rank, class Derived>
-detail::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& spec,
+convmat::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& spec,
                                                         const Eigen::MatrixBase<Derived>& input) {
   const auto g = detail::geometry(spec);
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   if (x.cols() != 1) detail::fail("unfold takes one sample: input has ", x.cols(), " columns");
   detail::check_dense_size(detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial,
                            sizeof(typename Derived::Scalar), "the unfold matrix", detail::unfold_hint);
-  detail::RowMajorMatrix<typename Derived::Scalar> columns(
+  convmat::RowMajorMatrix<typename Derived::Scalar> columns(
       detail::checked_mul(g.in_channels, g.kernel_numel, "unfold rows"), g.output_spatial);
   detail::unfold_into(g, x.data(), columns.data());
   return columns;
@@ -4585,7 +4720,7 @@ detail::RowMajorMatrix<typename Derived::Scalar> unfold(const ConvSpec<Rank>& sp
 /// positions they were read from (torch.nn.functional.fold). Returns a
 /// vector of input_numel values.
 template <int Rank, class Derived>
-detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
+convmat::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
                                               const Eigen::MatrixBase<Derived>& columns) {
   using Scalar = typename Derived::Scalar;
   const auto g = detail::geometry(spec);
@@ -4595,8 +4730,8 @@ detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
                  " matrix (in_channels * prod(kernel_size) x prod(output_size)), not ", columns.rows(),
                  " x ", columns.cols());
   detail::check_dense_size(g.input_numel(), 1, sizeof(Scalar), "the folded vector", detail::unfold_hint);
-  const detail::RowMajorMatrix<Scalar> c = columns;  // row-major, as unfold() returns
-  detail::Vector<Scalar> x(g.input_numel());
+  const convmat::RowMajorMatrix<Scalar> c = columns;  // row-major, as unfold() returns
+  convmat::Vector<Scalar> x(g.input_numel());
   detail::fold_into(g, c.data(), x.data());
   return x;
 }
@@ -4608,16 +4743,16 @@ detail::Vector<typename Derived::Scalar> fold(const ConvSpec<Rank>& spec,
 /// panel of about 512 columns at a time, while the panel is in the cache;
 /// with OpenMP the panels are shared among the threads.
 template <int Rank, class WeightDerived, class InputDerived>
-detail::Matrix<typename WeightDerived::Scalar> convolve_unfold(
+convmat::Matrix<typename WeightDerived::Scalar> convolve_unfold(
     const ConvSpec<Rank>& spec, const Eigen::MatrixBase<WeightDerived>& weight,
     const Eigen::MatrixBase<InputDerived>& input) {
-  detail::require_same_scalar<WeightDerived, InputDerived>();
+  static_assert(detail::same_scalar<WeightDerived, InputDerived>::value);
   using Scalar = typename WeightDerived::Scalar;
   const auto g = detail::geometry(spec);
   const auto w = detail::weight_view(weight, g.weight_numel(), "(out_channels, in_channels / groups, kernel...)");
   const auto x = detail::batch_view(input, g.input_numel(), "input");
   detail::check_dense_size(g.output_numel(), x.cols(), sizeof(Scalar), "the output", detail::batch_hint);
-  detail::Matrix<Scalar> y(g.output_numel(), x.cols());
+  convmat::Matrix<Scalar> y(g.output_numel(), x.cols());
   detail::unfold_multiply(g, w.data(), x.data(), x.outerStride(), detail::whole_input(g), y.data(), y.rows(),
                           x.cols(), detail::whole_output(g));
   return y;

@@ -11,14 +11,24 @@
 
 #include "checked.hpp"
 
-namespace convmat::detail {
+namespace convmat {
 
+/// The Eigen types public functions return: a column vector, a column-major
+/// matrix (batches: one column per sample) and the row-major dense T.
 template <class Scalar>
 using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 template <class Scalar>
 using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 template <class Scalar>
 using RowMajorMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+}  // namespace convmat
+
+namespace convmat::detail {
+
+using convmat::Matrix;
+using convmat::RowMajorMatrix;
+using convmat::Vector;
 
 /// A contiguous read-only view of a vector expression (copied only if needed).
 template <class Scalar>
@@ -53,10 +63,16 @@ MatrixView<typename Derived::Scalar> batch_view(const Eigen::MatrixBase<Derived>
   return MatrixView<typename Derived::Scalar>(batch.derived());
 }
 
+/// static_assert(detail::same_scalar<A, B>::value) as a public function's
+/// first statement: the class is instantiated there and then,
+/// so that this message is the first error, before any overload
+/// resolution in the function's body fails on the mixed types.
 template <class A, class B>
-constexpr void require_same_scalar() {
+struct same_scalar {
   static_assert(std::is_same_v<typename A::Scalar, typename B::Scalar>,
-                "convmat: weights and inputs must have the same Scalar type; cast one with .cast<T>()");
-}
+                "convmat: weights and inputs must have the same Scalar type (float weights with double inputs, "
+                "or the reverse); cast one with .cast<T>()");
+  static constexpr bool value = std::is_same_v<typename A::Scalar, typename B::Scalar>;
+};
 
 }  // namespace convmat::detail

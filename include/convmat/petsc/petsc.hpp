@@ -166,7 +166,7 @@ Ownership ownership(MPI_Comm comm, const convmat::detail::Geometry<Rank>& g) {
 
 /// The weights as PetscScalar, checked for length.
 template <class Derived>
-convmat::detail::Vector<PetscScalar> petsc_weights(const Eigen::MatrixBase<Derived>& weight, Index expected) {
+convmat::Vector<PetscScalar> petsc_weights(const Eigen::MatrixBase<Derived>& weight, Index expected) {
   const auto w = convmat::detail::weight_view(weight, expected, convmat::detail::conv_weight_layout);
   return w.template cast<PetscScalar>();
 }
@@ -321,7 +321,7 @@ namespace detail {
 template <int Rank>
 struct Shell {
   convmat::detail::Geometry<Rank> g;
-  convmat::detail::Vector<PetscScalar> w;
+  convmat::Vector<PetscScalar> w;
   Ownership own;
   std::vector<convmat::detail::OutputRegion> rectangles;  ///< this rank's rows, in order
   convmat::detail::InputWindow window;                    ///< where the halo holds each input entry
