@@ -4183,11 +4183,20 @@ class BlockLanczos {
     return Work(settings_.tolerance) * std::max(Work(svd_.singularValues()(0)), Work(settings_.scale));
   }
 
+  /// Every wanted residual estimate is below the threshold, and the last
+  /// wanted value stands apart from the next Ritz value: by more than its
+  /// residual (then its error is below the residual, Kato-Temple), or the
+  /// next one has converged too. A Ritz vector that still mixes two close
+  /// singular vectors has a small residual but lies between their values;
+  /// this waits until the pair is resolved.
   bool estimated_converged(Index wanted) const {
     const Work limit = threshold();
     for (Index i = 0; i < std::min(wanted, s_); ++i)
       if (!(estimates_(i) <= limit)) return false;
-    return s_ >= wanted;
+    if (s_ < wanted) return false;
+    if (s_ == wanted || wanted == 0) return true;
+    const auto& theta = svd_.singularValues();
+    return theta(wanted - 1) - theta(wanted) >= estimates_(wanted - 1) || estimates_(wanted) <= limit;
   }
 
   /// How many Ritz vectors a restart keeps: the wanted ones and a block
@@ -4314,7 +4323,6 @@ LanczosResult<typename Operator::Scalar> lanczos_tall(const Operator& a, const L
   // values are all equal has a one-vector space); the rounds fill it up.
   for (std::uint64_t round = 1; good; ++round) {
     const bool short_of_wanted = r.values.size() < wanted;
-    if (!short_of_wanted && wanted == 1) break;
     if (r.right.cols() >= a.cols() || r.products >= settings.max_products) {  // nothing left / no budget
       good = !short_of_wanted && r.right.cols() >= a.cols();
       break;
@@ -4327,7 +4335,7 @@ LanczosResult<typename Operator::Scalar> lanczos_tall(const Operator& a, const L
     const auto rest = BlockLanczos<Operator>(a, search, r.left, r.right).run();
     const bool rest_good = rest.values.size() > 0 && meets(rest, r.values(0));
     const Real floor = short_of_wanted ? -std::numeric_limits<Real>::infinity()
-                                       : r.values(wanted - 1) + static_cast<Real>(settings.tolerance) * r.values(0);
+                                       : r.values(wanted - 1) + static_cast<Real>(settings.tolerance / 2) * r.values(0);
     if (rest.values.size() == 0 || rest.values(0) <= floor) {  // nothing missing
       r.products += rest.products;
       // A search that stopped short of its tolerance (not for want of
