@@ -462,7 +462,7 @@ TEST_CASE("spectral_norm: zero weights, the iteration cap and bad options", "[sp
   const auto zero = convmat::spectral_norm(spec, Eigen::VectorXd::Zero(spec.weight_numel()));
   CHECK(zero.value == 0.0);
   CHECK(zero.converged);
-  CHECK(zero.iterations <= 2);
+  CHECK(zero.iterations <= 4);  // the run and its probe
 
   auto rng = generator("spectral norm cap");
   const auto w = random_vector<double>(rng, spec.weight_numel());

@@ -105,6 +105,17 @@ int main() {
   const auto transposed = issue_transposed_layer();
   expect_refused("conv_transpose_matrix_sparse<std::int64_t> of ConvTranspose2d(64, 64, 3, padding=1) on 4096 x 4096",
                  [&] { convmat::conv_transpose_matrix_sparse<std::int64_t>(transposed, w); });
+  // The FFT path of singular_values: every frequency's 512 x 512 matrix.
+  convmat::Conv2dSpec circular;
+  circular.in_channels = circular.out_channels = 512;
+  circular.input_size = {2048, 2048};
+  circular.kernel_size = {3, 3};
+  circular.padding = {1, 1};
+  circular.padding_mode = convmat::PaddingMode::circular;
+  const Eigen::VectorXf circular_w = Eigen::VectorXf::Ones(circular.weight_numel());
+  expect_refused("singular_values of Conv2d(512, 512, 3, padding=1, circular) on 2048 x 2048",
+                 [&] { convmat::singular_values(circular, circular_w); });
+  expect_refused("spectral_norm_bound of the same layer", [&] { convmat::spectral_norm_bound(circular, circular_w); });
   convmat::UpsampleSpec<2> up;
   up.channels = 64;
   up.input_size = {4096, 4096};
