@@ -153,16 +153,19 @@ def test_transposed_layers_where_the_library_has_convolutions_only():
 
 def test_the_memory_guard_raises_memory_error_suggesting_csr(conv):
     assert convmat.max_dense_bytes() > 2**30  # half the machine's memory by default
-    with convmat.dense_bytes_limit(10_000):
-        assert convmat.max_dense_bytes() == 10_000
+    with convmat.dense_bytes_limit(20_000):
+        assert convmat.max_dense_bytes() == 20_000
         for build in (lambda: convmat.matrix(conv, (7, 9)), lambda: convmat.matrix(conv, (7, 9), format="torch"),
                       lambda: convmat.affine(conv, (7, 9)), lambda: next(convmat.row_blocks(conv, (7, 9), rows=80,
                                                                                             format="dense"))):
             with pytest.raises(MemoryError, match=r"the (dense|affine) matrix would be \d+ x \d+ .* more than "
-                                                  r"max_dense_bytes\(\) = 10000.*format=\"csr\""):
+                                                  r"max_dense_bytes\(\) = 20000.*format=\"csr\""):
                 build()
-        assert convmat.matrix(conv, (7, 9), format="csr").nnz == 1560  # sparse is not held to it
+        assert convmat.matrix(conv, (7, 9), format="csr").nnz == 1560  # 12804 bytes as CSR: within the limit
         assert convmat.operator(conv, (7, 9)).shape == (80, 189)
+    with convmat.dense_bytes_limit(10_000):  # the sparse forms are held to it too, by their exact size
+        with pytest.raises(MemoryError, match=r"the sparse matrix \(80 x 189\) would take 12804 bytes"):
+            convmat.matrix(conv, (7, 9), format="csr")
     assert convmat.max_dense_bytes() > 2**30  # restored
     previous = convmat.set_max_dense_bytes(None)
     try:
