@@ -433,6 +433,32 @@ struct ConvTransposeSpec {
 // Printing a spec as PyTorch prints the module
 // ---------------------------------------------------------------------------
 
+namespace detail {
+/// The padding part of to_string, for convolutions and transposed ones
+/// alike: a named padding ("same", "valid", "full"; ONNX's "same_upper" /
+/// "same_lower" with the begin/end it set), asymmetric begin and end, or
+/// the symmetric numbers when not all zero.
+template <class Spec>
+void write_padding(std::ostream& os, const Spec& spec, std::string_view padding_name) {
+  if (padding_name == "same" || padding_name == "valid" || padding_name == "full") {
+    os << ", padding='" << padding_name << "'";
+  } else if (padding_name == "same_upper" || padding_name == "same_lower") {
+    os << ", padding='" << padding_name << "' ";
+    write_value(os, spec.pad_begin());
+    os << "/";
+    write_value(os, spec.pad_end());
+  } else if (spec.padding_end && *spec.padding_end != spec.padding) {
+    os << ", padding=";
+    write_value(os, spec.padding);
+    os << ", padding_end=";
+    write_value(os, *spec.padding_end);
+  } else if (spec.padding != decltype(spec.padding){}) {
+    os << ", padding=";
+    write_value(os, spec.padding);
+  }
+}
+}  // namespace detail
+
 /// The layer as PyTorch prints its module, for instance
 /// "Conv2d(2, 3, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))":
 /// padding, dilation, groups and padding_mode only when not the default,
@@ -442,7 +468,7 @@ struct ConvTransposeSpec {
 /// (for ONNX's, followed by "begin/end"). `operator<<` prints to_string(spec).
 template <int Rank>
 std::string to_string(const ConvSpec<Rank>& spec, bool bias = true, std::string_view padding_name = {}) {
-  const auto ones = detail::filled<Rank>(1), zeros = detail::filled<Rank>(0);
+  const auto ones = detail::filled<Rank>(1);
   std::ostringstream os;
   const auto tuple = [&os](const std::array<Index, Rank>& values) -> std::ostream& {
     detail::write_value(os, values);
@@ -451,20 +477,7 @@ std::string to_string(const ConvSpec<Rank>& spec, bool bias = true, std::string_
   os << "Conv" << Rank << "d(" << spec.in_channels << ", " << spec.out_channels << ", kernel_size=";
   tuple(spec.kernel_size) << ", stride=";
   tuple(spec.stride);
-  if (padding_name == "same" || padding_name == "valid" || padding_name == "full") {
-    os << ", padding='" << padding_name << "'";
-  } else if (padding_name == "same_upper" || padding_name == "same_lower") {
-    os << ", padding='" << padding_name << "' ";
-    tuple(spec.pad_begin()) << "/";
-    tuple(spec.pad_end());
-  } else if (spec.padding_end && *spec.padding_end != spec.padding) {
-    os << ", padding=";
-    tuple(spec.padding) << ", padding_end=";
-    tuple(*spec.padding_end);
-  } else if (spec.padding != zeros) {
-    os << ", padding=";
-    tuple(spec.padding);
-  }
+  detail::write_padding(os, spec, padding_name);
   if (spec.dilation != ones) {
     os << ", dilation=";
     tuple(spec.dilation);
@@ -488,18 +501,7 @@ std::string to_string(const ConvTransposeSpec<Rank>& spec, bool bias = true, std
   os << "ConvTranspose" << Rank << "d(" << spec.in_channels << ", " << spec.out_channels << ", kernel_size=";
   tuple(spec.kernel_size) << ", stride=";
   tuple(spec.stride);
-  if (padding_name == "same_upper" || padding_name == "same_lower") {
-    os << ", padding='" << padding_name << "' ";
-    tuple(spec.pad_begin()) << "/";
-    tuple(spec.pad_end());
-  } else if (spec.padding_end && *spec.padding_end != spec.padding) {
-    os << ", padding=";
-    tuple(spec.padding) << ", padding_end=";
-    tuple(*spec.padding_end);
-  } else if (spec.padding != zeros) {
-    os << ", padding=";
-    tuple(spec.padding);
-  }
+  detail::write_padding(os, spec, padding_name);
   if (spec.output_padding != zeros) {
     os << ", output_padding=";
     tuple(spec.output_padding);
