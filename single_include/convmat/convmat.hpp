@@ -4134,14 +4134,22 @@ class BlockLanczos {
       }
       if (at >= dimension) continue;  // the space is full: drop the column
       // Breakdown: carry on in a random direction the basis does not span.
-      for (int attempt = 0; attempt < 3; ++attempt) {
+      // Near the end of the space little of a random vector is left (one
+      // free dimension of n leaves about 1/sqrt(n) of it), so the test is
+      // relative: what is left must stand above sqrt(epsilon) of the
+      // vector, where three Gram-Schmidt passes make it orthogonal to
+      // rounding. (An absolute test lost the last column of a full space
+      // one time in twenty, and with it the exactness of B.)
+      const Real enough = std::sqrt(Eigen::NumTraits<Real>::epsilon());
+      for (int attempt = 0; attempt < 8; ++attempt) {
         fill_random(v, settings_.seed + 7919 * (++replacements) + static_cast<std::uint64_t>(at));
-        for (int pass = 0; pass < 2; ++pass) {
+        const Real fresh = v.norm();
+        for (int pass = 0; pass < 3; ++pass) {
           project_out_locked(v);
           if (at > 0) v -= m.leftCols(at) * (m.leftCols(at).adjoint() * v).eval();
         }
         const Real norm = v.norm();
-        if (norm > Real(0.5)) {
+        if (norm > enough * fresh) {
           v /= norm;
           ++kept;
           break;
