@@ -355,7 +355,7 @@ template <class Scalar>
 void check_assignment_forms_of_every_operator(const char* name, double tolerance) {
   auto rng = generator(name);
   using Dense = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  for_ranks([&](auto tag) {
+  for_ranks_of<Scalar>([&](auto tag) {
     constexpr int Rank = decltype(tag)::value;
     for (int i = 0; i < 20; ++i) {
       const auto spec = i % 2 ? random_spec<Rank>(rng) : random_square_spec<Rank>(rng);
@@ -423,7 +423,7 @@ template <class Scalar>
 void check_batches_of_every_kind(const char* name, double tolerance) {
   auto rng = generator(name);
   using Dense = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  for_ranks([&](auto tag) {
+  for_ranks_of<Scalar>([&](auto tag) {
     constexpr int Rank = decltype(tag)::value;
     for (int i = 0; i < 40; ++i) {
       const auto spec = random_spec<Rank>(rng);

@@ -5,6 +5,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+
 #include "arrays.hpp"
 #include "layer.hpp"
 
@@ -31,6 +33,16 @@ using scalar_of = typename std::decay_t<View>::Scalar;
 
 void bind_matrices(py::module_& m);  // matrices.cpp: dense, CSR, row blocks, bias, affine, sizes
 void bind_products(py::module_& m);  // products.cpp: unfold, fold, weight Jacobian, the operator
-void bind_spectra(py::module_& m);   // spectra.cpp: spectral norm, singular values
+void bind_spectra(py::module_& m);   // spectra.cpp: spectral norm, its certified bracket
+void bind_singular_values(py::module_& m);  // singular_values.cpp
+
+/// The Lanczos options the Python functions pass on.
+inline SpectralNormOptions spectral_options(double tolerance, Index max_iterations, std::uint64_t seed) {
+  SpectralNormOptions options;
+  options.tolerance = tolerance;
+  options.max_iterations = max_iterations;
+  options.seed = seed;
+  return options;
+}
 
 }  // namespace convmat::python

@@ -84,4 +84,5 @@ PYBIND11_MODULE(_convmat, m) {
   bind_matrices(m);
   bind_products(m);
   bind_spectra(m);
+  bind_singular_values(m);
 }

@@ -206,4 +206,18 @@ void for_ranks(F&& f) {
   f(RankTag<3>{});
 }
 
+/// for_ranks for double; rank 2 alone for the other scalar types. For
+/// properties whose code does not depend on the rank (the assignment forms
+/// of the operators' products, the batch panels), so that float and the
+/// complex types cost one rank's compile, not three. (The rank-dependent
+/// code, the geometry and the unfold, is written once for every scalar
+/// type; the tests that use for_ranks cover it in each rank.)
+template <class Scalar, class F>
+void for_ranks_of(F&& f) {
+  if constexpr (std::is_same_v<Scalar, double>)
+    for_ranks(f);
+  else
+    f(RankTag<2>{});
+}
+
 }  // namespace convmat_test
