@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -46,11 +47,33 @@ extern "C" inline void remove_pending_and_exit(int signal_number) {
   ::raise(signal_number);
 }
 
+constexpr std::array<int, 4> cleanup_signals{SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+
+/// Holds the cleanup signals back for its lifetime, so a file cannot exist
+/// on disk unknown to the handler: between mkstemp() and its registration, a
+/// SIGTERM would otherwise leave the temporary behind. A signal that arrives
+/// meanwhile is delivered when the block ends.
+class CleanupSignalsBlocked {
+ public:
+  CleanupSignalsBlocked() {
+    sigset_t block;
+    sigemptyset(&block);
+    for (int s : cleanup_signals) sigaddset(&block, s);
+    ::sigprocmask(SIG_BLOCK, &block, &previous_);
+  }
+  CleanupSignalsBlocked(const CleanupSignalsBlocked&) = delete;
+  CleanupSignalsBlocked& operator=(const CleanupSignalsBlocked&) = delete;
+  ~CleanupSignalsBlocked() { ::sigprocmask(SIG_SETMASK, &previous_, nullptr); }
+
+ private:
+  sigset_t previous_;
+};
+
 inline void install_signal_cleanup() {
   static bool installed = false;
   if (installed) return;
   installed = true;
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+  for (int s : cleanup_signals) {
     struct sigaction current {};
     // A signal the caller ignores (nohup, a background job's SIGINT) stays ignored.
     if (::sigaction(s, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) continue;
@@ -78,15 +101,20 @@ class OutputFile {
   explicit OutputFile(std::string path) : path_(std::move(path)) {
     detail::install_signal_cleanup();
     temp_ = detail::parent_directory(path_) + "/." + detail::file_name(path_) + ".convmat-XXXXXX";
-    int fd = ::mkstemp(temp_.data());
+    int fd = -1, error = 0;
+    {
+      const detail::CleanupSignalsBlocked blocked;  // created and registered as one step
+      fd = ::mkstemp(temp_.data());
+      error = errno;
+      if (fd >= 0) register_pending();
+    }
     if (fd < 0)
-      throw cli_error("cannot create '" + path_ + "': " + std::strerror(errno) + " (in directory '" +
+      throw cli_error("cannot create '" + path_ + "': " + std::strerror(error) + " (in directory '" +
                       detail::parent_directory(path_) + "')");
     ::fchmod(fd, 0644 & ~current_umask());
-    register_pending();
     file_ = ::fdopen(fd, "wb");
     if (!file_) {
-      const int error = errno;
+      error = errno;
       ::close(fd);
       discard();
       throw cli_error("cannot write '" + path_ + "': " + std::strerror(error));
@@ -134,6 +162,7 @@ class OutputFile {
     for (int i = 0; i < detail::PendingFiles::capacity; ++i)
       if (!files.used[i] && temp_.size() < sizeof(files.paths[i])) {
         std::memcpy(files.paths[i], temp_.c_str(), temp_.size() + 1);
+        std::atomic_signal_fence(std::memory_order_release);  // the path before the flag
         files.used[i] = 1;
         slot_ = i;
         return;
