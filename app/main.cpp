@@ -33,10 +33,13 @@
 
 #include <unistd.h>
 
+#include "cli_error.hpp"
 #include "matrix_market.hpp"
 #include "output_file.hpp"
 
 namespace convmat_cli {
+
+using convmat_tools::OutputFile;
 
 using convmat::Index;
 using convmat::npy::Dtype;

@@ -15,9 +15,12 @@
 #include <string>
 #include <system_error>
 
+#include "cli_error.hpp"
 #include "output_file.hpp"
 
 namespace convmat_cli {
+
+using convmat_tools::OutputFile;
 
 /// Streams a sparse matrix into a Matrix Market "coordinate real general"
 /// file: header(), then entries in any order (here: by rows), then finish(),

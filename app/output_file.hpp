@@ -5,6 +5,7 @@
 // file in the same directory, renamed over the destination only by
 // commit(). An error, an exception, Ctrl-C or SIGTERM removes the
 // temporary file, so a failed run never leaves a partial matrix behind.
+// Shared by the two commands, convmat and convmat-onnx (POSIX).
 #pragma once
 
 #include <fcntl.h>
@@ -17,12 +18,19 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
-#include "cli_error.hpp"
+namespace convmat_tools {
 
-namespace convmat_cli {
+/// An output file could not be created, written or renamed (the message
+/// names the file and the system's reason).
+class file_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 namespace detail {
 
 /// Temporary files to remove if a signal ends the process. Fixed-size
@@ -109,7 +117,7 @@ class OutputFile {
       if (fd >= 0) register_pending();
     }
     if (fd < 0)
-      throw cli_error("cannot create '" + path_ + "': " + std::strerror(error) + " (in directory '" +
+      throw file_error("cannot create '" + path_ + "': " + std::strerror(error) + " (in directory '" +
                       detail::parent_directory(path_) + "')");
     ::fchmod(fd, 0644 & ~current_umask());
     file_ = ::fdopen(fd, "wb");
@@ -117,7 +125,7 @@ class OutputFile {
       error = errno;
       ::close(fd);
       discard();
-      throw cli_error("cannot write '" + path_ + "': " + std::strerror(error));
+      throw file_error("cannot write '" + path_ + "': " + std::strerror(error));
     }
     std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
   }
@@ -128,7 +136,7 @@ class OutputFile {
   /// The final path.
   const std::string& path() const { return path_; }
 
-  /// Appends `size` bytes; cli_error if the disk is full or the write fails.
+  /// Appends `size` bytes; file_error if the disk is full or the write fails.
   void write(const void* data, std::size_t size) {
     if (size != 0 && std::fwrite(data, 1, size, file_) != size) fail_write();
   }
@@ -143,7 +151,7 @@ class OutputFile {
     }
     file_ = nullptr;
     if (std::rename(temp_.c_str(), path_.c_str()) != 0)
-      throw cli_error("cannot rename '" + temp_ + "' to '" + path_ + "': " + std::strerror(errno));
+      throw file_error("cannot rename '" + temp_ + "' to '" + path_ + "': " + std::strerror(errno));
     unregister_pending();
     committed_ = true;
   }
@@ -155,7 +163,7 @@ class OutputFile {
     return mask;
   }
 
-  [[noreturn]] void fail_write() { throw cli_error("cannot write '" + path_ + "': " + std::strerror(errno)); }
+  [[noreturn]] void fail_write() { throw file_error("cannot write '" + path_ + "': " + std::strerror(errno)); }
 
   void register_pending() {
     auto& files = detail::pending_files();
@@ -187,4 +195,4 @@ class OutputFile {
   bool committed_ = false;
 };
 
-}  // namespace convmat_cli
+}  // namespace convmat_tools

@@ -11,7 +11,6 @@
 // model cannot be converted or written, 2 bad usage.
 #include <charconv>
 #include <cstring>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <optional>
@@ -21,6 +20,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "convert.hpp"
+#include "output_file.hpp"
 
 namespace {
 
@@ -114,8 +114,9 @@ void write_sparse(const mlp::Network& network, const std::string& prefix) {
     const std::string path = prefix + ".layer" + std::to_string(i) + ".mtx";
     print_layer(network.layers[i], i);
     std::cout << ", " << files[i].size() << " bytes -> " << path << '\n';
-    std::ofstream out(path, std::ios::binary);
-    if (!(out << files[i])) throw mlp::conversion_error("cannot write '" + path + "'");
+    convmat_tools::OutputFile file(path);  // whole or not at all, like every output
+    file.write(files[i]);
+    file.commit();
   }
   std::cout << "wrote " << network.layers.size() << " Matrix Market files, " << total << " bytes\n";
 }

@@ -4,15 +4,19 @@
 // Step 3: the fully-connected form written out. As an ONNX model of Gemm
 // and Relu nodes (weights embedded, or streamed row by row into ONNX's
 // external data when they pass protobuf's 2 GiB), or one Matrix Market file
-// per layer.
+// per layer. Every file is an OutputFile (the convmat command's): written
+// under a temporary name and renamed when whole, so an error or a signal
+// leaves neither a partial file nor a changed older one.
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <onnx/onnx_pb.h>
 
+#include <exception>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <sstream>
 
 #include "convert.hpp"
+#include "output_file.hpp"
 
 namespace convmat::mlp {
 namespace {
@@ -121,6 +125,41 @@ void require_room(const std::string& path, std::size_t bytes) {
                            std::to_string(space.available) + " free");
 }
 
+/// protobuf's output stream into an OutputFile. A failed write is kept and
+/// rethrown after serializing, rather than thrown through protobuf.
+class OutputFileStream : public google::protobuf::io::CopyingOutputStream {
+ public:
+  explicit OutputFileStream(convmat_tools::OutputFile& file) : file_(file) {}
+  bool Write(const void* buffer, int size) override {
+    try {
+      file_.write(buffer, static_cast<std::size_t>(size));
+      return true;
+    } catch (...) {
+      error_ = std::current_exception();
+      return false;
+    }
+  }
+  void rethrow_if_failed() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  convmat_tools::OutputFile& file_;
+  std::exception_ptr error_;
+};
+
+/// Serializes `model` into `file` (not committed), or conversion_error.
+void serialize(const onnx::ModelProto& model, convmat_tools::OutputFile& file) {
+  OutputFileStream stream(file);
+  bool written = false;
+  {
+    google::protobuf::io::CopyingOutputStreamAdaptor adaptor(&stream, 1 << 20);
+    written = model.SerializeToZeroCopyStream(&adaptor) && adaptor.Flush();
+  }
+  stream.rethrow_if_failed();
+  if (!written) throw conversion_error("cannot write '" + file.path() + "': protobuf could not serialize the model");
+}
+
 }  // namespace
 
 onnx::ModelProto to_onnx(const Network& network) {
@@ -139,9 +178,9 @@ onnx::ModelProto to_onnx(const Network& network) {
 }
 
 void save_model(const onnx::ModelProto& model, const std::string& path) {
-  std::ofstream out(path, std::ios::binary);
-  if (!out) throw conversion_error("cannot write '" + path + "': cannot create it");
-  if (!model.SerializeToOstream(&out)) throw conversion_error("cannot write '" + path + "'");
+  convmat_tools::OutputFile file(path);
+  serialize(model, file);
+  file.commit();
 }
 
 WriteReport write_onnx(const Network& network, const std::string& path, const WriteOptions& options) {
@@ -161,23 +200,22 @@ WriteReport write_onnx(const Network& network, const std::string& path, const Wr
   report.external_data = path + ".data";
   const std::string location = std::filesystem::path(report.external_data).filename().string();
   require_room(report.external_data, report.weight_bytes + 8192 * network.layers.size());
-  std::ofstream data(report.external_data, std::ios::binary);
-  if (!data) throw conversion_error("cannot write '" + report.external_data + "': cannot create it");
+  // Both files under temporary names until both are whole: the data first,
+  // the model (which names it) last.
+  convmat_tools::OutputFile data(report.external_data);
   std::size_t offset = 0;
+  const std::string zeros(4096, '\0');
   const auto model = skeleton(network, [&](onnx::TensorProto& t, std::size_t i, bool is_bias) {
     const auto& layer = network.layers[i];
     const std::size_t padding = (4096 - offset % 4096) % 4096;
-    data << std::string(padding, '\0');
+    data.write(zeros.data(), padding);
     offset += padding;
     const std::size_t length = is_bias ? bias_bytes(layer) : weight_bytes(layer);
     if (is_bias) {
-      data << dense_bias(layer);
+      data.write(dense_bias(layer));
     } else {
-      for_each_dense_row(layer, [&](const std::vector<float>& row) {
-        data.write(reinterpret_cast<const char*>(row.data()), static_cast<std::streamsize>(row.size() * sizeof(float)));
-      });
+      for_each_dense_row(layer, [&](const std::vector<float>& row) { data.write(row.data(), row.size() * sizeof(float)); });
     }
-    if (!data) throw conversion_error("cannot write '" + report.external_data + "'");
     t.set_data_location(onnx::TensorProto::EXTERNAL);
     for (const auto& [key, value] : {std::pair<std::string, std::string>{"location", location},
                                      {"offset", std::to_string(offset)}, {"length", std::to_string(length)}}) {
@@ -187,9 +225,10 @@ WriteReport write_onnx(const Network& network, const std::string& path, const Wr
     }
     offset += length;
   });
-  data.close();
-  if (!data) throw conversion_error("cannot write '" + report.external_data + "'");
-  save_model(model, path);
+  convmat_tools::OutputFile file(path);
+  serialize(model, file);
+  data.commit();
+  file.commit();
   report.model_bytes = model.ByteSizeLong();
   return report;
 }

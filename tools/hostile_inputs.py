@@ -138,6 +138,8 @@ def cases():
         onnx("two inputs", "two_inputs"),
         onnx("an output not computed from the input", "dangling_output"),
         Case("convmat-onnx", "an output folder that does not exist", {"in.onnx": lenet}, ["in.onnx", "no/such/out.onnx"]),
+        Case("convmat-onnx", "SIGTERM while writing a 1 GiB out.onnx", {"in.onnx": model("big")},
+             ["in.onnx", "out.onnx"], terminate=True),
         Case("convmat-onnx", "--sparse into a folder that does not exist", {"in.onnx": lenet},
              ["--sparse", "in.onnx", "no/such/out"]),
     ]
@@ -171,15 +173,15 @@ def run(case, binary):
         before = sorted(os.listdir(directory))
         process = subprocess.Popen([binary] + case.arguments, cwd=directory, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
-        if case.terminate:  # once its temporary file exists, it is writing
-            deadline = time.monotonic() + 30
+        if case.terminate:  # once its temporary file (".NAME.convmat-XXXXXX") exists, it is writing
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline and process.poll() is None and \
-                    not any(n.startswith(".T.mtx.convmat-") for n in os.listdir(directory)):
+                    not any(n.startswith(".") and ".convmat-" in n for n in os.listdir(directory)):
                 time.sleep(0.001)
             process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
         after = sorted(os.listdir(directory))
-        intact = all(open(os.path.join(directory, s)).read() == SURVIVOR for s in ("T.npy", "out.onnx"))
+        intact = all(open(os.path.join(directory, s), "rb").read() == SURVIVOR.encode() for s in ("T.npy", "out.onnx"))
         left = [n for n in after if n not in before]
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
         said = normalized(lines[0] if lines else "(nothing)", directory)
@@ -229,6 +231,9 @@ def make_models():
     conv_model("softmax", nodes=[helper.make_node("Softmax", ["x"], ["y"], name="softmax")])
     conv_model("stride_zero", nodes=[helper.make_node("Conv", ["x", "w"], ["y"], strides=[0, 0], name="conv")])
     conv_model("huge_input", input_shape=(1, 1, 100000, 100000))
+    # Conv2d(16, 16, 3, padding=1) on 32 x 32: a 16384 x 16384 Gemm, 1 GiB to write.
+    conv_model("big", input_shape=(1, 16, 32, 32), initializers=[tensor("w", np.full((16, 16, 3, 3), 0.25))],
+               nodes=[helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")])
     x2 = helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 1, 5, 5])
     conv_model("two_inputs", inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 5, 5]), x2])
     conv_model("dangling_output", outputs=[helper.make_tensor_value_info("nowhere", TensorProto.FLOAT, None)])
