@@ -58,8 +58,9 @@ extern "C" inline void remove_pending_and_exit(int signal_number) {
 constexpr std::array<int, 4> cleanup_signals{SIGINT, SIGTERM, SIGHUP, SIGPIPE};
 
 /// Holds the cleanup signals back for its lifetime, so a file cannot exist
-/// on disk unknown to the handler: between mkstemp() and its registration, a
-/// SIGTERM would otherwise leave the temporary behind. A signal that arrives
+/// on disk unknown to the handler (between mkstemp() and its registration, a
+/// SIGTERM would otherwise leave the temporary behind), and files committed
+/// together are renamed with no signal in between. A signal that arrives
 /// meanwhile is delivered when the block ends.
 class CleanupSignalsBlocked {
  public:
@@ -67,11 +68,11 @@ class CleanupSignalsBlocked {
     sigset_t block;
     sigemptyset(&block);
     for (int s : cleanup_signals) sigaddset(&block, s);
-    ::sigprocmask(SIG_BLOCK, &block, &previous_);
+    ::pthread_sigmask(SIG_BLOCK, &block, &previous_);
   }
   CleanupSignalsBlocked(const CleanupSignalsBlocked&) = delete;
   CleanupSignalsBlocked& operator=(const CleanupSignalsBlocked&) = delete;
-  ~CleanupSignalsBlocked() { ::sigprocmask(SIG_SETMASK, &previous_, nullptr); }
+  ~CleanupSignalsBlocked() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
 
  private:
   sigset_t previous_;
@@ -109,12 +110,13 @@ class OutputFile {
   explicit OutputFile(std::string path) : path_(std::move(path)) {
     detail::install_signal_cleanup();
     temp_ = detail::parent_directory(path_) + "/." + detail::file_name(path_) + ".convmat-XXXXXX";
+    const int slot = free_slot();
     int fd = -1, error = 0;
     {
       const detail::CleanupSignalsBlocked blocked;  // created and registered as one step
       fd = ::mkstemp(temp_.data());
       error = errno;
-      if (fd >= 0) register_pending();
+      if (fd >= 0) register_pending(slot);
     }
     if (fd < 0)
       throw file_error("cannot create '" + path_ + "': " + std::strerror(error) + " (in directory '" +
@@ -144,12 +146,27 @@ class OutputFile {
 
   /// Flushes, closes and renames the file to its final path.
   void commit() {
-    if (std::fflush(file_) != 0) fail_write();
-    if (std::fclose(file_) != 0) {
-      file_ = nullptr;
+    close();
+    publish();
+  }
+
+  /// Flushes and closes the temporary file (where a full disk shows), or
+  /// file_error; publish() then renames it. commit() does both;
+  /// commit_together() closes every file before it renames any.
+  void close() {
+    if (!file_) return;
+    std::FILE* file = file_;
+    file_ = nullptr;
+    if (std::fflush(file) != 0) {
+      const int error = errno;
+      std::fclose(file);
+      errno = error;
       fail_write();
     }
-    file_ = nullptr;
+    if (std::fclose(file) != 0) fail_write();
+  }
+  void publish() {
+    if (file_) throw file_error("internal error: '" + path_ + "' published before it was closed");
     if (std::rename(temp_.c_str(), path_.c_str()) != 0)
       throw file_error("cannot rename '" + temp_ + "' to '" + path_ + "': " + std::strerror(errno));
     unregister_pending();
@@ -165,16 +182,24 @@ class OutputFile {
 
   [[noreturn]] void fail_write() { throw file_error("cannot write '" + path_ + "': " + std::strerror(errno)); }
 
-  void register_pending() {
+  /// The signal handler's slot this file will take, or file_error: a file
+  /// the handler cannot remove is not created.
+  int free_slot() const {
     auto& files = detail::pending_files();
+    if (temp_.size() >= sizeof(files.paths[0]))
+      throw file_error("cannot create '" + path_ + "': its path is longer than " +
+                       std::to_string(sizeof(files.paths[0]) - 1) + " bytes");
     for (int i = 0; i < detail::PendingFiles::capacity; ++i)
-      if (!files.used[i] && temp_.size() < sizeof(files.paths[i])) {
-        std::memcpy(files.paths[i], temp_.c_str(), temp_.size() + 1);
-        std::atomic_signal_fence(std::memory_order_release);  // the path before the flag
-        files.used[i] = 1;
-        slot_ = i;
-        return;
-      }
+      if (!files.used[i]) return i;
+    throw file_error("cannot create '" + path_ + "': " + std::to_string(detail::PendingFiles::capacity) +
+                     " output files are open already");
+  }
+  void register_pending(int slot) {
+    auto& files = detail::pending_files();
+    std::memcpy(files.paths[slot], temp_.c_str(), temp_.size() + 1);
+    std::atomic_signal_fence(std::memory_order_release);  // the path before the flag
+    files.used[slot] = 1;
+    slot_ = slot;
   }
   void unregister_pending() {
     if (slot_ >= 0) detail::pending_files().used[slot_] = 0;
@@ -194,5 +219,15 @@ class OutputFile {
   int slot_ = -1;
   bool committed_ = false;
 };
+
+/// Commits files that belong together (a model and its external data):
+/// every one is closed first, so a full disk leaves all of them
+/// uncommitted, then all are renamed with the cleanup signals held back.
+template <class... Files>
+void commit_together(Files&... files) {
+  (files.close(), ...);
+  const detail::CleanupSignalsBlocked blocked;
+  (files.publish(), ...);
+}
 
 }  // namespace convmat_tools

@@ -114,7 +114,7 @@ void write_sparse(const mlp::Network& network, const std::string& prefix) {
     const std::string path = prefix + ".layer" + std::to_string(i) + ".mtx";
     print_layer(network.layers[i], i);
     std::cout << ", " << files[i].size() << " bytes -> " << path << '\n';
-    convmat_tools::OutputFile file(path);  // whole or not at all, like every output
+    convmat_tools::OutputFile file(path);  // each file whole or not at all, in turn
     file.write(files[i]);
     file.commit();
   }

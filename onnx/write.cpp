@@ -200,8 +200,9 @@ WriteReport write_onnx(const Network& network, const std::string& path, const Wr
   report.external_data = path + ".data";
   const std::string location = std::filesystem::path(report.external_data).filename().string();
   require_room(report.external_data, report.weight_bytes + 8192 * network.layers.size());
-  // Both files under temporary names until both are whole: the data first,
-  // the model (which names it) last.
+  // Both files under temporary names until both are whole, then renamed
+  // together: a full disk or a signal never leaves a new .data beside an
+  // older model.
   convmat_tools::OutputFile data(report.external_data);
   std::size_t offset = 0;
   const std::string zeros(4096, '\0');
@@ -227,8 +228,7 @@ WriteReport write_onnx(const Network& network, const std::string& path, const Wr
   });
   convmat_tools::OutputFile file(path);
   serialize(model, file);
-  data.commit();
-  file.commit();
+  convmat_tools::commit_together(data, file);
   report.model_bytes = model.ByteSizeLong();
   return report;
 }

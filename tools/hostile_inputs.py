@@ -154,6 +154,7 @@ def normalized(text, directory):
     text = re.sub(r"max_dense_bytes\(\) = \d+", "max_dense_bytes() = …", text)
     text = re.sub(r"(default: half of this machine's memory\) = )\d+ bytes \([0-9.]+ [KMGTPE]iB\)", r"\1…", text)
     text = re.sub(r"has only \d+ bytes \([0-9.]+ [KMGTPE]iB\) free", "has only … free", text)
+    text = re.sub(r"but its file system has \d+ free", "but its file system has … free", text)
     text = text.replace("|", "\\|")
     return text if len(text) <= 170 else text[:169] + "…"
 
@@ -173,11 +174,13 @@ def run(case, binary):
         before = sorted(os.listdir(directory))
         process = subprocess.Popen([binary] + case.arguments, cwd=directory, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
-        if case.terminate:  # once its temporary file (".NAME.convmat-XXXXXX") exists, it is writing
+        writing = False  # once its temporary file (".NAME.convmat-XXXXXX") exists, it is writing
+        if case.terminate:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and process.poll() is None and \
-                    not any(n.startswith(".") and ".convmat-" in n for n in os.listdir(directory)):
-                time.sleep(0.001)
+            while time.monotonic() < deadline and process.poll() is None and not writing:
+                writing = any(n.startswith(".") and ".convmat-" in n for n in os.listdir(directory))
+                if not writing:
+                    time.sleep(0.001)
             process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
         after = sorted(os.listdir(directory))
@@ -187,6 +190,8 @@ def run(case, binary):
         said = normalized(lines[0] if lines else "(nothing)", directory)
         if any("Sanitizer" in line or "runtime error" in line for line in lines):
             said = "SANITIZER REPORT: " + said
+        if case.terminate and not writing:
+            said = "NOT SIGNALLED WHILE WRITING (no temporary file seen): " + said
         status = process.returncode
         exit_text = f"killed by {signal.Signals(-status).name}" if status < 0 else str(status)
         behind = "nothing" if not left and intact else ", ".join(left + ([] if intact else ["a changed older file"]))
