@@ -486,6 +486,30 @@ TEST_CASE("spectral_norm_bound brackets the norm in every padding mode and strid
   }
 }
 
+TEST_CASE("spectral_norm_bound in float stays below a norm that is itself a float", "[spectral][regression]") {
+  // A one-tap layer without padding is w times the identity: its norm |w|
+  // is a float exactly. The lower bound was rounded to the nearest float
+  // after its margin was taken, which gave back |w| itself, and once 3e-16
+  // above an exact norm a little below a float (a circular layer, CI seed
+  // 14163702873832066526).
+  auto rng = generator("spectral norm bound: float norms");
+  convmat::Conv1dSpec spec;
+  spec.input_size = {5};
+  spec.kernel_size = {1};
+  int below = 0;
+  for (int i = 0; i < 200; ++i) {
+    const Eigen::VectorXf w = random_vector<float>(rng, 1);
+    const auto bound = convmat::spectral_norm_bound(spec, w);
+    const float sigma = std::abs(w(0));
+    INFO("w = " << w(0) << ", bound [" << bound.lower << ", " << bound.upper << "]");
+    CHECK(bound.lower < sigma);  // strictly: the margin survives the rounding
+    CHECK(bound.lower >= sigma * (1 - 1e-6f));
+    CHECK(bound.upper >= sigma);
+    below += bound.lower < sigma;
+  }
+  CHECK(below == 200);
+}
+
 TEST_CASE("spectral_norm: zero weights, the iteration cap and bad options", "[spectral]") {
   convmat::Conv2dSpec spec;
   spec.in_channels = 2;

@@ -4672,9 +4672,13 @@ SpectralNormBound<typename Eigen::NumTraits<typename Derived::Scalar>::Real> spe
   const double lower = lanczos.image_norms(0) / lanczos.right.col(0).norm();
   // Lowered past the rounding of the product |T v| (relative 1e-12 covers
   // any layer whose entries per row are fewer than 10^3), then rounded
-  // down and up to the weights' type, so the bracket still holds.
-  bound.lower = static_cast<Real>(lower * (1 - 1e-12));
-  if (bound.lower > lower) bound.lower = std::nextafter(bound.lower, Real(0));
+  // down and up to the weights' type, so the bracket still holds. (Rounded
+  // down from the lowered value: a float rounded to nearest would undo the
+  // margin, and a norm that is itself a float, as circular layers' often
+  // are, came out 3e-16 above the exact one.)
+  const double lowered = lower * (1 - 1e-12);
+  bound.lower = static_cast<Real>(lowered);
+  if (bound.lower > lowered) bound.lower = std::nextafter(bound.lower, Real(0));
   CONVMAT_ASSERT(upper >= lower, "the certified upper bound is at least the Lanczos lower bound");
   bound.upper = static_cast<Real>(upper);
   if (bound.upper < upper) bound.upper = std::nextafter(bound.upper, std::numeric_limits<Real>::infinity());
