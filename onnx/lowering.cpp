@@ -43,12 +43,22 @@ std::vector<std::int64_t> integers_of(const Node& n, const Tensor& t) {
   return values;
 }
 
+namespace {
+
+/// A count computed in double, for a message: its integer value, or "more
+/// than 2^63" past int64's range (where the cast would be undefined).
+std::string count_text(double count) {
+  return count < 9223372036854775808.0 ? std::to_string(static_cast<long long>(count)) : "more than 2^63";
+}
+
+}  // namespace
+
 void require_memory(Index nonzeros, Index rows, const std::string& what) {
   const double bytes = static_cast<double>(nonzeros) * (sizeof(double) + sizeof(int)) +
                        static_cast<double>(rows + 1) * sizeof(int);
   const std::size_t limit = max_dense_bytes();
   if (bytes > static_cast<double>(limit) || nonzeros > INT_MAX || rows >= INT_MAX)
-    detail::fail_memory(what, " would have ", nonzeros, " non-zeros in ", rows, " rows (", static_cast<long long>(bytes),
+    detail::fail_memory(what, " would have ", nonzeros, " non-zeros in ", rows, " rows (", count_text(bytes),
                         " bytes in memory), more than max_dense_bytes() = ", limit,
                         nonzeros > INT_MAX || rows >= INT_MAX ? " or its int index" : "");
 }
@@ -101,7 +111,7 @@ Affine compose_checked(const Affine& second, const Affine& first) {
   const std::size_t limit = max_dense_bytes();
   if (bound > static_cast<double>(INT_MAX) || bytes > static_cast<double>(limit))
     detail::fail_memory("the composed map (", a.rows(), " x ", b.cols(), ") could have up to ",
-                        static_cast<long long>(bound), " non-zeros (", static_cast<long long>(bytes),
+                        count_text(bound), " non-zeros (", count_text(bytes),
                         " bytes in memory), more than max_dense_bytes() = ", limit, bound > INT_MAX ? " and its int index" : "",
                         "; a smaller input, or --max-bytes, may let it through");
   return compose(second, first);

@@ -367,6 +367,21 @@ TEST_CASE("a composed map beyond max_dense_bytes() is a memory_limit_error namin
   convmat::set_max_dense_bytes(previous);
   check_message(message, {"node 2 ('dense_matmul', MatMul): the composed map (1444 x 1600) could have up to",
                           "more than max_dense_bytes() = 1048576"});
+
+  // 1.2e18 rows of 12 bytes pass int64: the message's byte count was cast
+  // from double to long long, which is undefined there (fuzz_onnx:
+  // tests/fuzz/corpus/onnx/regression_pad_bytes_past_int64).
+  std::string past_int64;
+  try {
+    (void)mlp::from_onnx(one_node("Pad", [](auto& pad, auto& n) {
+      n.add_input("pads");
+      pad.integers("pads", {0, 1 << 20, 1 << 20, 1 << 20, 0, 0, 0, 0});
+    }));
+  } catch (const convmat::memory_limit_error& e) {
+    past_int64 = e.what();
+  }
+  check_message(past_int64, {"node 0 ('the_node', Pad): a selection of 1152934698793566258 x 50 would have",
+                             "(more than 2^63 bytes in memory)"});
 }
 
 TEST_CASE("the remaining refusals, one model each", "[onnx][errors]") {
