@@ -17,9 +17,9 @@ build=${CONVMAT_BUILD_DIR:-build/demo}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_TESTS=OFF -DCONVMAT_BUILD_EXAMPLES=ON \
   -DCONVMAT_BUILD_CLI=ON -DCONVMAT_BUILD_ONNX=ON -DCONVMAT_BUILD_PYTHON=ON -DPython_EXECUTABLE=/usr/bin/python3 \
   >/dev/null
-cmake --build "$build" -j "$(nproc)" --target quickstart tour spec layers spectrum torch_weights deblur convmat_cli convmat-onnx \
-  convmat_python >/dev/null
-test -x "$build/onnx/convmat-onnx" || { echo "convmat: convmat-onnx was not built (libonnx-dev?)" >&2; exit 1; }
+# First the quick start and the command (well under a minute), run at once;
+# the rest after them.
+cmake --build "$build" -j "$(nproc)" --target quickstart convmat_cli >/dev/null
 echo "\$ $build/examples/quickstart"
 "$build/examples/quickstart"
 
@@ -36,6 +36,14 @@ show "${layer[@]}" --info
 show "${layer[@]}" "${bias[@]}" --check -o "$build/T.npy"
 show "${layer[@]}" "${bias[@]}" --check -o "$build/T.mtx"
 echo; echo "\$ head -7 $build/T.mtx"; head -7 "$build/T.mtx"
+
+# The rest: the other examples, the converter and the Python module.
+echo
+echo "convmat: now building the other examples, convmat-onnx and the Python module (import convmat)"
+echo "         in $build: about 7 minutes on 2 cores, less with more"
+cmake --build "$build" -j "$(nproc)" --target tour spec layers spectrum torch_weights deblur convmat-onnx \
+  convmat_python >/dev/null
+test -x "$build/onnx/convmat-onnx" || { echo "convmat: convmat-onnx was not built (libonnx-dev?)" >&2; exit 1; }
 
 # convmat-onnx: a CNN exported from torch to its Gemm + Relu form.
 echo; echo "\$ $build/onnx/convmat-onnx tests/data/onnx/lenet.onnx $build/lenet_fc.onnx"

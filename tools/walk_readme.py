@@ -58,8 +58,8 @@ def blocks(lines):
 
 def demo_targets():
     text = (ROOT / "scripts" / "demo.sh").read_text()
-    build = re.search(r'cmake --build "\$build"[^\n]*--target((?:[^\n]*\\\n)*[^\n]*)', text)
-    return set(build.group(1).replace("\\\n", " ").split()) if build else set()
+    builds = re.findall(r'cmake --build "\$build"[^\n]*--target((?:[^\n]*\\\n)*[^\n]*)', text)
+    return {target for build in builds for target in build.replace("\\\n", " ").split()}
 
 
 def check_demo_paths(readme):
