@@ -29,6 +29,8 @@ import dataclasses
 import functools
 import inspect
 import math
+from operator import index as _as_index  # (convmat.operator is the LinearOperator)
+import threading
 import typing
 
 import numpy as np
@@ -306,11 +308,12 @@ def info(layer: Layer):
     """
     s = _convmat.sizes(layer.shape, layer.dtype)
     rows, cols = s["rows"], s["cols"]
+    dense_bytes = rows * cols * np.dtype(layer.dtype).itemsize  # exact: Python's ints do not saturate
     return MatrixInfo(
         layer=layer.name, dtype=layer.dtype, input_shape=s["input_shape"], output_shape=s["output_shape"],
         shape=(rows, cols), nonzeros=s["nonzeros"], density=s["nonzeros"] / (rows * cols),
         index_dtype=np.dtype(s["index_dtype"]),
-        bytes={"dense": s["dense_bytes"], "torch": s["dense_bytes"], "csr": s["csr_bytes"],
+        bytes={"dense": dense_bytes, "torch": dense_bytes, "csr": s["csr_bytes"],
                "torch_csr": s["csr_bytes"]},
     )
 
@@ -361,8 +364,8 @@ def row_blocks(layer: Layer, rows=None, format="csr"):
     if rows is None:
         bytes_per_row = (sizes["dense_bytes"] if _is_dense(format) else sizes["csr_bytes"]) / total
         rows = max(1, int(ROW_BLOCK_BYTES // bytes_per_row))
-    elif isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise ValueError(f"convmat: rows must be a positive int, not {rows!r}")
+    else:
+        rows = _integer(rows, "rows", 1)
     return _blocks(layer, total, rows, format)
 
 
@@ -474,9 +477,14 @@ def operator(layer: Layer):
     matvec is the layer (without bias), rmatvec the adjoint T^H (the
     transposed layer), matmat and rmatmat the same on one sample per
     column; ``.T`` and ``.H`` are matrix-free too. Each product runs the
-    C++ ConvOperator, the GIL released; memory is that of the weights and
-    a table of taps, whatever the layer's size. scipy.sparse.linalg's lsqr,
-    lsmr, cg, gmres, svds and eigsh (on ``op.H @ op``) take it.
+    C++ ConvOperator (blocked unfold and a matrix product), the GIL
+    released; memory is that of the weights and the layer's index geometry,
+    whatever the layer's size. scipy.sparse.linalg's lsqr, lsmr, cg, gmres,
+    svds and eigsh (on ``op.H @ op``) take it.
+
+    The operator holds a copy of the weights as they are when it is made:
+    after an optimizer step changes the layer, ``op @ x`` is still the old
+    T; make the operator again.
 
     Parameters
     ----------
@@ -525,11 +533,34 @@ class SpectralNormBound(typing.NamedTuple):
     """Products with T it took."""
 
 
+def _integer(value, name, minimum):
+    """value as a Python int (NumPy and torch integers too, by
+    operator.index), at least `minimum`; bool is not an integer here."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = _as_index(value)
+    except TypeError:
+        raise ValueError(f"convmat: {name} must be an int >= {minimum}, not {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"convmat: {name} must be an int >= {minimum}, not {value!r}")
+    return number
+
+
 def _iteration_arguments(tolerance, max_iterations, seed):
-    for name, value in (("max_iterations", max_iterations), ("seed", seed)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"convmat: {name} must be a non-negative int or None, not {value!r}")
-    return float(tolerance or 0.0), int(max_iterations or 0), int(seed)
+    """(tolerance, max_iterations, seed) for the C++ spectra, whose 0 means
+    "the default": None is the default here, and an explicit 0 is refused
+    rather than read as it."""
+    if tolerance is not None:
+        try:
+            tolerance = float(tolerance)
+        except (TypeError, ValueError):
+            raise ValueError(f"convmat: tolerance must be a positive float or None, not {tolerance!r}") from None
+        if not tolerance > 0.0 or math.isinf(tolerance):
+            raise ValueError(f"convmat: tolerance must be a positive finite float or None, not {tolerance!r}")
+    max_iterations = None if max_iterations is None else _integer(max_iterations, "max_iterations", 1)
+    seed = _integer(seed, "seed", 0)
+    return tolerance or 0.0, max_iterations or 0, seed
 
 
 @_takes_layer
@@ -575,6 +606,12 @@ def spectral_norm_bound(layer: Layer, *, tolerance=None, max_iterations=None, se
     `lower` is |T v| for the unit vector v of spectral_norm's estimate.
     Milliseconds for the upper bound; the lower one costs spectral_norm.
 
+    Which T: the layer's exact linear map with the weights as given. With
+    float32 weights both bounds hold for the exact map of those float32
+    values (computed in double and rounded outward), not for the float32
+    matrix that matrix() returns, whose own norm can differ by rounding:
+    `lower` may then be one float32 ulp above that matrix's norm.
+
     Parameters
     ----------
     %(layer)s
@@ -616,8 +653,8 @@ def singular_values(layer: Layer, k=None, *, tolerance=None, max_iterations=None
     numpy.ndarray
         The weights' real dtype.
     """
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"convmat: k must be a positive int or None, not {k!r}")
+    if k is not None:
+        k = _integer(k, "k", 1)
     return _convmat.singular_values(layer.shape, layer.weight, 0 if k is None else k,
                                     *_iteration_arguments(tolerance, max_iterations, seed))
 
@@ -631,7 +668,10 @@ def max_dense_bytes():
     """The largest dense result, in bytes, convmat builds (None: no limit).
 
     Default: half of the machine's physical memory. Beyond it, building
-    raises MemoryError before anything is allocated.
+    raises MemoryError before anything is allocated. It holds every result
+    convmat sizes, dense and compressed (CSR) alike, by its exact bytes: a
+    CSR T is smaller, but not exempt; row_blocks and operator are the ways
+    past the limit.
     """
     limit = _convmat.max_dense_bytes()
     return None if limit == _convmat.no_limit else limit
@@ -639,20 +679,41 @@ def max_dense_bytes():
 
 def set_max_dense_bytes(limit):
     """Sets the memory guard for every thread: the largest dense result in
-    bytes, or None for no limit. Returns the previous setting."""
-    previous = max_dense_bytes()
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"convmat: the limit must be a non-negative int or None, not {limit!r}")
-    _convmat.set_max_dense_bytes(_convmat.no_limit if limit is None else limit)
+    bytes (an int, NumPy integers too), or None for no limit. Returns the
+    previous setting."""
+    limit = None if limit is None else _integer(limit, "the limit", 0)
+    with _guard_lock:
+        previous = max_dense_bytes()
+        _convmat.set_max_dense_bytes(_convmat.no_limit if limit is None else limit)
     return previous
+
+
+# dense_bytes_limit's open blocks, process-wide: [(token, limit), ...] in the
+# order they were entered, and the setting from before the first of them.
+_guard_lock = threading.RLock()
+_guard_blocks = []
+_guard_before = [None]
 
 
 @contextlib.contextmanager
 def dense_bytes_limit(limit):
     """``with convmat.dense_bytes_limit(2**30): ...`` sets the memory guard
-    (bytes, or None for no limit) inside the block and restores it after."""
-    previous = set_max_dense_bytes(limit)
+    (bytes, or None for no limit) inside the block.
+
+    The guard is process-wide (as set_max_dense_bytes), and blocks may open
+    and close in any order across threads: while any block is open the
+    guard is the limit of the one entered last of those still open, and
+    when the last one closes, the setting from before the first is back.
+    """
+    token = object()
+    with _guard_lock:
+        before = set_max_dense_bytes(limit)
+        if not _guard_blocks:
+            _guard_before[0] = before
+        _guard_blocks.append((token, limit))
     try:
         yield
     finally:
-        set_max_dense_bytes(previous)
+        with _guard_lock:
+            _guard_blocks[:] = [block for block in _guard_blocks if block[0] is not token]
+            set_max_dense_bytes(_guard_blocks[-1][1] if _guard_blocks else _guard_before[0])

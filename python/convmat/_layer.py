@@ -64,6 +64,18 @@ def _torch():
     return sys.modules.get("torch")
 
 
+def follow_torch_threads():
+    """Makes this thread's OpenMP thread count torch's, before C++ work.
+
+    A process has one OpenMP runtime, but its thread count is per thread: a
+    worker thread that has not touched torch still has the runtime's
+    default (every core). torch.get_num_threads() sets the calling thread's
+    count to torch's as it answers, so asking it is enough."""
+    torch = _torch()
+    if torch is not None:
+        torch.get_num_threads()
+
+
 def _type_name(value):
     cls = type(value)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
@@ -181,6 +193,7 @@ def _torch_settings(layer, torch):
 def read_layer(layer, input_size, keywords):
     """The Layer that `layer` (a torch.nn convolution or a weight array) and
     the keywords passed with it describe, on an input of `input_size`."""
+    follow_torch_threads()
     torch = _torch()
     if torch is not None and isinstance(layer, torch.nn.Module):
         if keywords:
@@ -200,6 +213,11 @@ def read_layer(layer, input_size, keywords):
     rank = weight.ndim - 2
     transposed = bool(settings["transposed"])
     groups = _index(settings["groups"], "groups")
+    output_padding = _per_axis(settings["output_padding"], rank, "output_padding")
+    if not transposed and any(output_padding):
+        raise ValueError(f"convmat: output_padding={settings['output_padding']!r} is for a transposed "
+                         f"convolution: pass transposed=True with a ConvTranspose's weights "
+                         f"(in_channels, out_channels / groups, *kernel_size)")
     if transposed:  # weights (in_channels, out_channels / groups, *kernel_size)
         in_channels, out_channels = weight.shape[0], weight.shape[1] * groups
     else:  # weights (out_channels, in_channels / groups, *kernel_size)
@@ -219,7 +237,7 @@ def read_layer(layer, input_size, keywords):
         padding=padding,
         padding_begin=begin,
         padding_end=end,
-        output_padding=_per_axis(settings["output_padding"], rank, "output_padding"),
+        output_padding=output_padding,
         padding_mode=settings["padding_mode"],
     )
     bias = settings["bias"]

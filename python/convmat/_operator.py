@@ -3,6 +3,8 @@
 import numpy as np
 import scipy.sparse.linalg
 
+from ._layer import follow_torch_threads
+
 
 class ConvOperator(scipy.sparse.linalg.LinearOperator):
     """A layer's matrix T, matrix-free: every product runs convmat's C++
@@ -25,6 +27,7 @@ class ConvOperator(scipy.sparse.linalg.LinearOperator):
         """operator's product with x, a vector or one sample per column, cast
         to the operator's dtype (for a complex x and real weights, the real
         and imaginary parts one after the other)."""
+        follow_torch_threads()
         x = np.asarray(x)
         if np.iscomplexobj(x) and self.dtype.kind != "c":
             return self._apply(operator, x.real) + 1j * self._apply(operator, x.imag)

@@ -125,11 +125,11 @@ def test_bad_format_and_arguments(conv):
         convmat.matrix(conv, (7, 9), format="coo")
     with pytest.raises(ValueError, match=r"format must be one of 'dense', 'torch', not 'csr'"):
         convmat.bias(conv, (7, 9), format="csr")
-    with pytest.raises(ValueError, match=r"rows must be a positive int, not 0"):
+    with pytest.raises(ValueError, match=r"rows must be an int >= 1, not 0"):
         convmat.row_blocks(conv, (7, 9), rows=0)
-    with pytest.raises(ValueError, match=r"k must be a positive int or None, not 0"):
+    with pytest.raises(ValueError, match=r"k must be an int >= 1, not 0"):
         convmat.singular_values(conv, (7, 9), k=0)
-    with pytest.raises(ValueError, match=r"max_iterations must be a non-negative int or None, not -1"):
+    with pytest.raises(ValueError, match=r"max_iterations must be an int >= 1, not -1"):
         convmat.spectral_norm(conv, (7, 9), max_iterations=-1)
     with pytest.raises(RuntimeError, match=r"did not converge in .* raise SpectralNormOptions::max_iterations"):
         convmat.singular_values(conv, (7, 9), k=3, max_iterations=2, tolerance=1e-15)
@@ -172,7 +172,7 @@ def test_the_memory_guard_raises_memory_error_suggesting_csr(conv):
         assert convmat.max_dense_bytes() is None
     finally:
         convmat.set_max_dense_bytes(previous)
-    with pytest.raises(ValueError, match=r"the limit must be a non-negative int or None, not -1"):
+    with pytest.raises(ValueError, match=r"the limit must be an int >= 0, not -1"):
         convmat.set_max_dense_bytes(-1)
 
 
