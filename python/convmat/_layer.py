@@ -89,6 +89,9 @@ def as_array(value, what):
     if torch is not None and isinstance(value, torch.Tensor):
         if value.dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
             _refuse_dtype(what, value.dtype)
+        if value.device.type == "meta":
+            raise TypeError(f"convmat: {what} is on the meta device and holds no values: materialise the "
+                            f"layer first (for example module.to_empty(device='cpu') and load its weights)")
         value = value.detach().cpu().resolve_conj().numpy()
     array = np.asarray(value)
     if array.dtype not in DTYPES:
@@ -103,9 +106,13 @@ def _refuse_dtype(what, dtype):
 
 def _index(value, what):
     try:
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise TypeError(f"convmat: {what} must be an integer, not {value!r}") from None
+    if not -2**63 <= number < 2**63:
+        raise ValueError(f"convmat: {what}={number} does not fit the library's 64-bit sizes "
+                         f"(at most {2**63 - 1})")
+    return number
 
 
 def _is_sequence(value):

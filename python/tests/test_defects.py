@@ -117,3 +117,19 @@ def test_a_worker_thread_follows_torchs_thread_count():
     finally:
         torch.set_num_threads(previous)
     assert seen == {"matrix": 1, "operator": 1}
+
+
+@pytest.mark.parametrize("keywords, message", [
+    ({"input_size": (2**63, 9)}, r"input_size=9223372036854775808 does not fit the library's 64-bit sizes"),
+    ({"input_size": (7, 9), "stride": 2**64}, r"stride=18446744073709551616 does not fit"),
+    ({"input_size": (7, 9), "padding": (2**70, 1)}, r"padding=1180591620717411303424 does not fit"),
+])
+def test_integers_beyond_int64_are_a_value_error_in_convmats_words(keywords, message):
+    with pytest.raises(ValueError, match=message):
+        convmat.matrix(np.ones((2, 1, 3, 3), np.float32), **keywords)
+
+
+def test_a_meta_device_layer_is_a_type_error_in_convmats_words():
+    conv = torch.nn.Conv2d(2, 3, 3, device="meta")
+    with pytest.raises(TypeError, match=r"weight is on the meta device and holds no values"):
+        convmat.matrix(conv, (7, 9))
