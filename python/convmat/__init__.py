@@ -547,6 +547,15 @@ def _integer(value, name, minimum):
     return number
 
 
+def _require_finite(layer, function):
+    """The spectra of weights with NaN or Inf have no meaning: say so,
+    rather than return a value (or fail deep inside an eigensolver)."""
+    bad = np.count_nonzero(~np.isfinite(layer.weight))
+    if bad:
+        raise ValueError(f"convmat: {function}: the weights of {layer.name} are not finite ({bad} of "
+                         f"{layer.weight.size} values are NaN or Inf)")
+
+
 def _iteration_arguments(tolerance, max_iterations, seed):
     """(tolerance, max_iterations, seed) for the C++ spectra, whose 0 means
     "the default": None is the default here, and an explicit 0 is refused
@@ -591,6 +600,7 @@ def spectral_norm(layer: Layer, *, tolerance=None, max_iterations=None, seed=201
     SpectralNorm
         (value, converged, iterations, residual); float() of it is the value.
     """
+    _require_finite(layer, "spectral_norm")
     value, converged, iterations, residual = _convmat.spectral_norm(
         layer.shape, layer.weight, *_iteration_arguments(tolerance, max_iterations, seed))
     return SpectralNorm(value, converged, iterations, residual)
@@ -624,6 +634,7 @@ def spectral_norm_bound(layer: Layer, *, tolerance=None, max_iterations=None, se
     SpectralNormBound
         (lower, upper, converged, iterations).
     """
+    _require_finite(layer, "spectral_norm_bound")
     return SpectralNormBound(*_convmat.spectral_norm_bound(
         layer.shape, layer.weight, *_iteration_arguments(tolerance, max_iterations, seed)))
 
@@ -655,6 +666,7 @@ def singular_values(layer: Layer, k=None, *, tolerance=None, max_iterations=None
     """
     if k is not None:
         k = _integer(k, "k", 1)
+    _require_finite(layer, "singular_values")
     return _convmat.singular_values(layer.shape, layer.weight, 0 if k is None else k,
                                     *_iteration_arguments(tolerance, max_iterations, seed))
 

@@ -133,3 +133,12 @@ def test_a_meta_device_layer_is_a_type_error_in_convmats_words():
     conv = torch.nn.Conv2d(2, 3, 3, device="meta")
     with pytest.raises(TypeError, match=r"weight is on the meta device and holds no values"):
         convmat.matrix(conv, (7, 9))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("function", ["spectral_norm", "spectral_norm_bound", "singular_values"])
+def test_spectra_of_non_finite_weights_say_so(function, bad):
+    w = np.ones((3, 2, 3, 3))
+    w[1, 0, 2, 1] = bad
+    with pytest.raises(ValueError, match=rf"{function}: the weights of .* are not finite \(1 of 54 values are NaN or Inf\)"):
+        getattr(convmat, function)(w, (7, 9))
