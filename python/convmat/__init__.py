@@ -96,6 +96,18 @@ def _takes_layer(function):
     return public
 
 
+def _require_dense_entries(layer, what, extra=0):
+    """MemoryError, the memory guard's case, for a dense result of more
+    entries than a 64-bit size counts (the library calls that an Index
+    overflow, a ValueError, though no limit could admit it)."""
+    sizes = _convmat.sizes(layer.shape, layer.dtype)
+    rows, cols = sizes["rows"] + extra, sizes["cols"] + extra
+    if rows * cols >= 2**63:
+        raise MemoryError(f"convmat: {what} would be {rows} x {cols} = {rows * cols} entries, more than a "
+                          f"64-bit size counts, and more than any memory holds: build it with format=\"csr\", "
+                          f"in pieces with row_blocks(...), or use operator(...)")
+
+
 def _check_format(format, allowed=FORMATS):
     if format not in allowed:
         raise ValueError(f"convmat: format must be one of {', '.join(map(repr, allowed))}, not {format!r}")
@@ -184,6 +196,7 @@ def matrix(layer: Layer, format="dense"):
     """
     _check_format(format)
     if _is_dense(format):
+        _require_dense_entries(layer, "the dense matrix")
         return _dense_as(_convmat.dense(layer.shape, layer.weight), format)
     return _csr_as(_convmat.csr(layer.shape, layer.weight), format)
 
@@ -232,6 +245,7 @@ def affine(layer: Layer, format="dense"):
     """
     _check_format(format)
     if _is_dense(format):
+        _require_dense_entries(layer, "the dense affine matrix", extra=1)
         return _dense_as(_convmat.affine_dense(layer.shape, layer.weight, layer.bias_or_zeros()), format)
     return _csr_as(_convmat.affine_csr(layer.shape, layer.weight, layer.bias_or_zeros()), format)
 

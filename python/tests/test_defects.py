@@ -142,3 +142,10 @@ def test_spectra_of_non_finite_weights_say_so(function, bad):
     w[1, 0, 2, 1] = bad
     with pytest.raises(ValueError, match=rf"{function}: the weights of .* are not finite \(1 of 54 values are NaN or Inf\)"):
         getattr(convmat, function)(w, (7, 9))
+
+
+@pytest.mark.parametrize("function", ["matrix", "affine"])
+def test_a_dense_result_past_int64_entries_is_a_memory_error(function):
+    w = np.ones((1, 1, 1, 1), np.float32)
+    with pytest.raises(MemoryError, match=r"1099511627\d+ x 1099511627\d+ = \d+ entries, more than a 64-bit size"):
+        getattr(convmat, function)(w, (2**20, 2**20))
