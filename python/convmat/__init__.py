@@ -526,7 +526,8 @@ class SpectralNorm(typing.NamedTuple):
     converged: bool
     """Whether the residual met the tolerance within max_iterations."""
     iterations: int
-    """Products with T performed (as many with T^H)."""
+    """Products with T performed (as many with T^H): the iteration's, plus
+    the one that measures the final residual."""
     residual: float
     """max(|T v - value u|, |T^H u - value v|) / value, measured with the final vectors."""
 
@@ -544,7 +545,7 @@ class SpectralNormBound(typing.NamedTuple):
     converged: bool
     """Whether the Lanczos estimate behind `lower` converged."""
     iterations: int
-    """Products with T it took."""
+    """Products with T it took, the final residual's included."""
 
 
 def _integer(value, name, minimum):
@@ -603,8 +604,10 @@ def spectral_norm(layer: Layer, *, tolerance=None, max_iterations=None, seed=201
         Relative residual to reach; by default 1e-10 for float64 weights,
         1e-5 for float32.
     max_iterations : int, optional
-        The most products with T before giving up (converged=False);
-        by default 1100.
+        The most products with T the iteration spends before giving up
+        (converged=False), at least 1; by default 1100. The residual is
+        then measured with one more product per value found, which
+        `iterations` counts too: max_iterations=1 reports 2.
     seed : int
         Seed of the random start vector: the result is deterministic.
     %(keywords)s

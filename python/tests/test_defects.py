@@ -149,3 +149,9 @@ def test_a_dense_result_past_int64_entries_is_a_memory_error(function):
     w = np.ones((1, 1, 1, 1), np.float32)
     with pytest.raises(MemoryError, match=r"1099511627\d+ x 1099511627\d+ = \d+ entries, more than a 64-bit size"):
         getattr(convmat, function)(w, (2**20, 2**20))
+
+
+def test_iterations_count_the_final_residual_product_as_documented():
+    result = convmat.spectral_norm(torch.nn.Conv2d(2, 3, 3), (7, 9), max_iterations=1)
+    assert result.iterations == 2 and not result.converged
+    assert "max_iterations=1 reports 2" in convmat.spectral_norm.__doc__
