@@ -33,6 +33,7 @@
 
 #include <unistd.h>
 
+#include "byte_size.hpp"
 #include "cli_error.hpp"
 #include "matrix_market.hpp"
 #include "output_file.hpp"
@@ -148,24 +149,10 @@ std::vector<Index> parse_list(const std::string& text, const char* flag) {
   return values;
 }
 
-/// "12G", "512MiB", "1000000", "none" -> bytes.
+/// --max-bytes: convmat_tools::parse_byte_size, or cli_error.
 std::size_t parse_bytes(const std::string& text) {
-  if (text == "none" || text == "unlimited") return convmat::no_limit;
-  std::uint64_t number = 0;
-  const char* end = text.data() + text.size();
-  const auto [ptr, ec] = std::from_chars(text.data(), end, number);
-  std::string suffix(ptr, end);
-  std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return std::toupper(c); });
-  int shift = -1;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  for (int i = 0; i < 5; ++i) {
-    const std::string unit(1, "KMGTP"[i]);
-    if (suffix == unit || suffix == unit + "B" || suffix == unit + "IB") shift = 10 * (i + 1);
-  }
-  if (ec != std::errc() || ptr == text.data() || shift < 0 ||
-      (shift && number > (std::numeric_limits<std::uint64_t>::max() >> shift)))
-    throw cli_error("--max-bytes takes a size like 8G, 512M, 1000000 or 'none'; got '" + text + "'");
-  return static_cast<std::size_t>(number << shift);
+  if (const auto bytes = convmat_tools::parse_byte_size(text)) return *bytes;
+  throw cli_error(std::string("--max-bytes takes ") + convmat_tools::byte_size_forms + "; got '" + text + "'");
 }
 
 // ---- the layer ---------------------------------------------------------------

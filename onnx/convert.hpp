@@ -36,8 +36,38 @@
 
 namespace convmat::mlp {
 
-/// The sparse matrix type the converter composes in (double precision).
-using Matrix = SparseMatrix<double, int>;
+/// The sparse matrix type the converter composes in (double precision,
+/// compressed rows): convmat::SparseMatrix<double, int> that moves. Eigen
+/// 3.4's sparse matrices have no move constructor, so every std::move of
+/// one (into a Value, a layer, a vector that grows) was a copy of what may
+/// be a network's largest weight; this one swaps instead.
+class Matrix : public convmat::SparseMatrix<double, int> {
+ public:
+  using Sparse = convmat::SparseMatrix<double, int>;
+
+  Matrix() = default;
+  Matrix(Index rows, Index cols) : Sparse(rows, cols) {}
+  Matrix(const Matrix&) = default;
+  Matrix(Matrix&& other) noexcept { Sparse::swap(other); }
+  Matrix(Sparse&& other) noexcept { Sparse::swap(other); }  // NOLINT: what convmat's functions return
+  template <class Other>
+  Matrix(const Eigen::SparseMatrixBase<Other>& other) : Sparse(other) {}  // NOLINT: expressions, as Eigen's own
+
+  Matrix& operator=(const Matrix&) = default;
+  Matrix& operator=(Matrix&& other) noexcept {
+    Sparse::swap(other);
+    return *this;
+  }
+  Matrix& operator=(Sparse&& other) noexcept {
+    Sparse::swap(other);
+    return *this;
+  }
+  template <class Other>
+  Matrix& operator=(const Eigen::SparseMatrixBase<Other>& other) {
+    Sparse::operator=(other);
+    return *this;
+  }
+};
 
 /// One layer of the fully-connected form: y = matrix * x + bias, then a
 /// ReLU if `relu`.
@@ -83,17 +113,25 @@ onnx::ModelProto parse_model(const void* data, std::size_t size);
 
 /// The model in the file `path`, with any external data read from the files
 /// beside it (ONNX's convention for models over 2 GiB), or conversion_error
-/// naming the file.
+/// naming the file (a directory is named as one). The file is parsed as a
+/// stream, never held whole beside the message; external data larger than
+/// max_dense_bytes() is a memory_limit_error naming the tensor and the nodes
+/// reading it, before it is read.
 onnx::ModelProto load_model(const std::string& path);
 
 // ---- step 2: lower ---------------------------------------------------------
 
-/// The fully-connected form of a graph read by read_graph (step 2).
-Network lower(const Graph& graph);
+/// The fully-connected form of a graph read by read_graph (step 2). Each
+/// constant and each intermediate map is released after the last node that
+/// reads it: pass the graph as an rvalue to let its weights go too.
+Network lower(Graph graph);
 
 /// read_graph then lower: the fully-connected form of an ONNX model with
 /// one input and one output.
 Network from_onnx(const onnx::ModelProto& model);
+/// The same, releasing the model's weights as they are read (the model is
+/// left with empty initializers): what the convmat-onnx command does.
+Network from_onnx(onnx::ModelProto&& model);
 
 // ---- step 3: write ---------------------------------------------------------
 

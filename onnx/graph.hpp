@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -45,15 +46,27 @@ struct Tensor {
   /// ONNX's element type (onnx::TensorProto::DataType): integer division
   /// and Cast depend on it.
   int type = 1;  // FLOAT
+  /// A floating-point initializer's bytes as the file stores them (raw,
+  /// little-endian, of `type`), before they are decoded into `data`: a
+  /// weight is kept so until the node that reads it builds its matrix from
+  /// them (value()), and is never held in double. Empty once decoded.
+  std::string stored;
 
   /// The product of dims (1 for a scalar).
   std::int64_t numel() const;
   bool is_integer() const;
+  bool is_decoded() const { return stored.empty(); }
+  /// Value i, from `data` or, not yet decoded, from `stored`.
+  double value(std::size_t i) const;
+  /// Moves `stored` into `data` (nothing if decoded).
+  void decode();
 };
+
+struct Subgraph;
 
 /// One attribute of a node, as ONNX stores it.
 struct Attribute {
-  enum class Kind { integer, real, text, integers, reals, texts, tensor, other };
+  enum class Kind { integer, real, text, integers, reals, texts, tensor, graph, other };
   Kind kind = Kind::other;
   std::int64_t i = 0;
   double f = 0;
@@ -62,6 +75,7 @@ struct Attribute {
   std::vector<double> floats;
   std::vector<std::string> strings;
   Tensor t;
+  std::shared_ptr<const Subgraph> g;  ///< kind graph: If's branches
 };
 
 /// "an integer", "a list of integers", ...: for messages.
@@ -91,10 +105,24 @@ struct Node {
   std::vector<std::int64_t> integers(const std::string& attribute, std::vector<std::int64_t> fallback) const;
   std::optional<std::vector<double>> reals(const std::string& attribute) const;
   const Tensor* tensor(const std::string& attribute) const;
+  /// A graph attribute (If's then_branch, else_branch), or fail if absent.
+  const Subgraph& graph(const std::string& attribute) const;
 
   /// Whether input i is given (present and not "").
   bool has_input(std::size_t i) const { return i < inputs.size() && !inputs[i].empty(); }
 };
+
+/// A graph held by an attribute (an If's branch): its nodes, which may read
+/// the names of the graph around it, its constants and its outputs.
+struct Subgraph {
+  std::vector<Node> nodes;
+  std::map<std::string, Tensor> initializers;
+  std::vector<std::string> outputs;
+};
+
+/// The names `node` reads: its inputs and, inside its graph attributes,
+/// every name their nodes read from outside them.
+std::vector<std::string> names_read(const Node& node);
 
 /// A model read for lowering: one data input (a batch dimension first,
 /// fixed sizes after it), one output, the constants and the nodes in
@@ -111,8 +139,17 @@ struct Graph {
 /// Reads `model` (step 1), or conversion_error: no graph input or more than
 /// one, an input that is not float or has no fixed size, a tensor whose
 /// data does not match its shape or type, a tensor left in external data
-/// (load the model with load_model(path), which reads it).
+/// (load the model with load_model(path), which reads it). A tensor whose
+/// values in double would exceed max_dense_bytes() is a
+/// convmat::memory_limit_error naming it, the nodes reading it and its
+/// shape, before anything is allocated for it.
 Graph read_graph(const onnx::ModelProto& model);
+/// The same, releasing each initializer's protobuf storage as soon as it is
+/// decoded, so a model's weights are not held twice: `model` is left with
+/// empty initializers.
+/// Its floating-point initializers stored as raw bytes are not decoded:
+/// their bytes move into Tensor::stored.
+Graph read_graph(onnx::ModelProto&& model);
 
 /// The opset version a model imports for the default domain (0 if none).
 std::int64_t default_opset(const onnx::ModelProto& model);

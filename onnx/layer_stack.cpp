@@ -35,8 +35,14 @@ std::vector<Index> columns_read(const Matrix& m, const std::vector<Index>& rows)
   return read;
 }
 
-/// The blocks one under the other, every one widened to `cols` columns.
-Affine stack_rows(const std::vector<Affine>& blocks, Index cols) {
+/// The blocks one under the other, every one widened to `cols` columns;
+/// they are consumed (one block that is the whole layer is moved, not copied).
+Affine stack_rows(std::vector<Affine>&& blocks, Index cols) {
+  if (blocks.size() == 1 && blocks[0].matrix.cols() <= cols) {
+    Affine only = widen(std::move(blocks[0]), cols);
+    blocks.clear();
+    return only;
+  }
   Index rows = 0, nnz = 0;
   for (const auto& b : blocks) rows += b.matrix.rows(), nnz += b.matrix.nonZeros();
   Affine out;
@@ -44,27 +50,48 @@ Affine stack_rows(const std::vector<Affine>& blocks, Index cols) {
   out.matrix.reserve(nnz);
   out.bias.resize(rows);
   Index r = 0;
-  for (const auto& b : blocks) {
+  for (auto& b : blocks) {
     for (Index i = 0; i < b.matrix.rows(); ++i, ++r) {
       out.matrix.startVec(r);
       for (Matrix::InnerIterator it(b.matrix, i); it; ++it) out.matrix.insertBack(r, it.col()) = it.value();
     }
     out.bias.segment(r - b.matrix.rows(), b.matrix.rows()) = b.bias;
+    b = Affine{};  // released as soon as it is copied
   }
   out.matrix.finalize();
+  blocks.clear();
   return out;
 }
 
-/// Keeps the rows `rows` and the columns `cols` (in that order) of `map`.
-Affine restrict(const Affine& map, const std::vector<Index>& rows, const std::vector<Index>& cols) {
-  const Matrix pick_rows = selection(static_cast<Index>(rows.size()), map.matrix.rows(),
-                                     [&](Index r) { return rows[static_cast<std::size_t>(r)]; });
-  const Matrix pick_cols = Matrix(selection(static_cast<Index>(cols.size()), map.matrix.cols(), [&](Index c) {
-                                    return cols[static_cast<std::size_t>(c)];
-                                  }).transpose());
+/// Whether `indices` is 0, 1, ..., n - 1.
+bool is_all(const std::vector<Index>& indices, Index n) {
+  if (static_cast<Index>(indices.size()) != n) return false;
+  for (Index i = 0; i < n; ++i)
+    if (indices[static_cast<std::size_t>(i)] != i) return false;
+  return true;
+}
+
+/// Keeps the rows `rows` and the columns `cols` (both increasing) of `map`,
+/// in one pass; `map` itself when it keeps everything.
+Affine restrict(Affine map, const std::vector<Index>& rows, const std::vector<Index>& cols) {
+  if (is_all(rows, map.matrix.rows()) && is_all(cols, map.matrix.cols())) return map;
+  std::vector<Index> to(static_cast<std::size_t>(map.matrix.cols()), -1);  // old column -> new, or -1
+  for (std::size_t j = 0; j < cols.size(); ++j) to[static_cast<std::size_t>(cols[j])] = static_cast<Index>(j);
+  Index nnz = 0;
+  for (Index r : rows)
+    for (Matrix::InnerIterator it(map.matrix, r); it; ++it) nnz += to[static_cast<std::size_t>(it.col())] >= 0;
   Affine out;
-  out.matrix = pick_rows * map.matrix * pick_cols;
-  out.bias = pick_rows * map.bias;
+  out.matrix.resize(static_cast<Index>(rows.size()), static_cast<Index>(cols.size()));
+  out.matrix.reserve(nnz);
+  out.bias.resize(static_cast<Index>(rows.size()));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto r = static_cast<Index>(i);
+    out.matrix.startVec(r);
+    for (Matrix::InnerIterator it(map.matrix, rows[i]); it; ++it)
+      if (const Index c = to[static_cast<std::size_t>(it.col())]; c >= 0) out.matrix.insertBack(r, c) = it.value();
+    out.bias(r) = map.bias(rows[i]);
+  }
+  out.matrix.finalize();
   return out;
 }
 
@@ -84,9 +111,21 @@ bool is_permutation(const Affine& map) {
 
 }  // namespace
 
+/// Whether `map` is the identity: each row r reads column r alone, with
+/// weight 1, and no bias.
+bool is_identity(const Affine& map) {
+  const Matrix& m = map.matrix;
+  if (m.rows() != m.cols() || m.nonZeros() != m.rows() || (map.bias.array() != 0.0).any()) return false;
+  for (Index r = 0; r < m.rows(); ++r) {
+    Matrix::InnerIterator it(m, r);
+    if (!it || it.col() != r || it.value() != 1.0) return false;
+  }
+  return true;
+}
+
 LayerStack::LayerStack(Index inputs) : widths_{inputs} {}
 
-Index LayerStack::append(int level, const Affine& rows) {
+Index LayerStack::append(int level, Affine rows) {
   if (level < 0 || level > top()) throw std::logic_error("convmat-onnx: no level " + std::to_string(level));
   if (level == top()) {
     widths_.push_back(0);
@@ -96,14 +135,15 @@ Index LayerStack::append(int level, const Affine& rows) {
   const auto next = static_cast<std::size_t>(level) + 1;
   const Index first = widths_[next];
   if (rows.matrix.rows() == 0) return first;
-  layers_[static_cast<std::size_t>(level)].blocks.push_back(rows);
   widths_[next] = first + rows.matrix.rows();
+  layers_[static_cast<std::size_t>(level)].blocks.push_back(std::move(rows));
   return first;
 }
 
-Affine LayerStack::relu(int level, const Affine& pre) {
-  const Index first = append(level, pre);
-  return linear_map(selection(pre.matrix.rows(), width(level + 1), [first](Index r) { return first + r; }));
+Affine LayerStack::relu(int level, Affine pre) {
+  const Index rows = pre.matrix.rows();
+  const Index first = append(level, std::move(pre));
+  return linear_map(selection(rows, width(level + 1), [first](Index r) { return first + r; }));
 }
 
 Affine LayerStack::lift(const Affine& map, int level, bool nonneg) {
@@ -152,11 +192,11 @@ Affine LayerStack::lift(const Affine& map, int level, bool nonneg) {
   return Affine{map.matrix * carry, map.bias};
 }
 
-std::vector<DenseLayer> LayerStack::finish(const Affine& output, int level) const {
+std::vector<DenseLayer> LayerStack::finish(Affine output, int level) {
   const auto depth = static_cast<std::size_t>(level);
   std::vector<Affine> maps;  // maps[L]: level L -> L + 1, then the output
-  for (std::size_t l = 0; l < depth; ++l) maps.push_back(stack_rows(layers_[l].blocks, widths_[l]));
-  maps.push_back(widen(output, widths_[depth]));
+  for (std::size_t l = 0; l < depth; ++l) maps.push_back(stack_rows(std::move(layers_[l].blocks), widths_[l]));
+  maps.push_back(widen(std::move(output), widths_[depth]));
 
   // A row with no entries is the constant relu(b): fold it into what reads it.
   for (std::size_t l = 1; l <= depth; ++l) {
@@ -189,19 +229,21 @@ std::vector<DenseLayer> LayerStack::finish(const Affine& output, int level) cons
 
   std::vector<DenseLayer> layers;
   for (std::size_t l = 0; l < depth; ++l) {
-    const Affine kept = restrict(maps[l], keep[l + 1], keep[l]);
-    layers.push_back(DenseLayer{kept.matrix, kept.bias, true});
+    Affine kept = restrict(std::move(maps[l]), keep[l + 1], keep[l]);
+    maps[l] = Affine{};
+    layers.push_back(DenseLayer{std::move(kept.matrix), std::move(kept.bias), true});
   }
   std::vector<Index> all_rows(static_cast<std::size_t>(maps[depth].matrix.rows()));
   for (std::size_t r = 0; r < all_rows.size(); ++r) all_rows[r] = static_cast<Index>(r);
-  const Affine last = restrict(maps[depth], all_rows, keep[depth]);
+  Affine last = restrict(std::move(maps[depth]), all_rows, keep[depth]);
+  if (depth > 0 && is_identity(last)) return layers;  // the output is the last ReLU layer
   if (depth > 0 && is_permutation(last)) {  // the output is the last ReLU layer's slots, reordered
     auto& top_layer = layers.back();
     top_layer.matrix = last.matrix * top_layer.matrix;
     top_layer.bias = last.matrix * top_layer.bias;
     return layers;
   }
-  layers.push_back(DenseLayer{last.matrix, last.bias, false});
+  layers.push_back(DenseLayer{std::move(last.matrix), std::move(last.bias), false});
   return layers;
 }
 

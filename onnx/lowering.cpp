@@ -9,6 +9,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "lowering.hpp"
 
@@ -211,9 +212,16 @@ Window read_window(const Node& node, int rank, const std::vector<Index>& kernel,
 
 // ---- the lowering ------------------------------------------------------------
 
-Lowering::Lowering(const Graph& graph) : graph_(graph), stack_(numel(graph.input_shape, "the input")) {}
+Lowering::Lowering(Graph graph)
+    : graph_(std::move(graph)), stack_(numel(graph_.input_shape, "the input")) {}
 
 const Tensor& Lowering::constant(const Node& node, std::size_t i) const {
+  const Tensor& t = stored_constant(node, i);
+  if (!t.is_decoded()) constants_.at(node.inputs[i]).decode();
+  return t;
+}
+
+const Tensor& Lowering::stored_constant(const Node& node, std::size_t i) const {
   if (!node.has_input(i)) node.fail("input " + std::to_string(i) + " is missing");
   const auto it = constants_.find(node.inputs[i]);
   if (it == constants_.end())
@@ -279,12 +287,23 @@ Affine Lowering::at(const Value& v, int level) {
   return widen(std::move(lifted), stack_.width(level));
 }
 
-Value Lowering::then(const Value& v, const Affine& layer, Shape shape, bool nonneg) {
+Affine Lowering::take(const Node& node, std::size_t i) {
+  const Value& v = value(node, i);
+  const auto readers = readers_.find(node.inputs[i]);
+  if (&node != current_ || readers == readers_.end() || readers->second != 1) return at(v, v.level);
+  Value& owned = values_.at(node.inputs[i]);  // erased once `node` is done
+  owned.later.clear();
+  return widen(std::move(owned.map), stack_.width(owned.level));
+}
+
+Value Lowering::then(const Value& v, Affine layer, Shape shape, bool nonneg) {
+  if (layer.matrix.cols() == v.map.matrix.rows() && is_identity(v.map))  // no copy of a large weight
+    return Value{std::move(shape), v.level, std::move(layer), nonneg};
   return Value{std::move(shape), v.level, compose_checked(layer, v.map), nonneg};
 }
 
-Value Lowering::relu(const Affine& pre, int level, Shape shape) {
-  return Value{std::move(shape), level + 1, stack_.relu(level, widen(pre, stack_.width(level))), true};
+Value Lowering::relu(Affine pre, int level, Shape shape) {
+  return Value{std::move(shape), level + 1, stack_.relu(level, widen(std::move(pre), stack_.width(level))), true};
 }
 
 int Lowering::common_level(const std::vector<const Value*>& values) {
@@ -317,7 +336,7 @@ std::string without_prefix(const char* what) {
 }  // namespace
 
 Network Lowering::run() {
-  constants_ = graph_.initializers;
+  constants_ = std::move(graph_.initializers);
   const Index inputs = stack_.width(0);
   if (inputs >= INT_MAX)
     throw conversion_error("the input " + to_string(graph_.input_shape) + " has " + std::to_string(inputs) +
@@ -327,7 +346,29 @@ Network Lowering::run() {
   } catch (const memory_limit_error& e) {
     throw memory_limit_error("the input " + to_string(graph_.input_shape) + ": " + without_prefix(e.what()));
   }
-  for (const auto& node : graph_.nodes) {
+  // The nodes the output depends on, found backwards; a branch nothing
+  // reads (an unused Sigmoid) is never lowered. Each name's readers are
+  // counted, so it is released after the last.
+  std::set<std::string> needed{graph_.output_name};
+  std::vector<char> live(graph_.nodes.size(), 0);
+  for (std::size_t i = graph_.nodes.size(); i-- > 0;) {
+    const Node& node = graph_.nodes[i];
+    for (const auto& output : node.outputs)
+      if (!output.empty() && needed.count(output)) live[i] = 1;
+    if (!live[i]) continue;
+    for (const auto& name : names_read(node)) needed.insert(name);
+  }
+  readers_ = {{graph_.output_name, 1}};
+  for (std::size_t i = 0; i < graph_.nodes.size(); ++i)
+    if (live[i])
+      for (const auto& name : names_read(graph_.nodes[i])) ++readers_[name];
+  for (auto it = constants_.begin(); it != constants_.end();)  // initializers nothing reads
+    it = readers_.count(it->first) ? std::next(it) : constants_.erase(it);
+
+  for (std::size_t i = 0; i < graph_.nodes.size(); ++i) {
+    if (!live[i]) continue;
+    const Node& node = graph_.nodes[i];
+    current_ = &node;
     try {
       lower(node);
     } catch (const memory_limit_error& e) {
@@ -335,20 +376,39 @@ Network Lowering::run() {
     } catch (const spec_error& e) {
       throw conversion_error(node.where() + ": " + without_prefix(e.what()));
     }
+    for (const auto& name : names_read(node))
+      if (--readers_[name] == 0) constants_.erase(name), values_.erase(name);
   }
+  current_ = nullptr;
   const auto it = values_.find(graph_.output_name);
   if (it == values_.end())
     throw conversion_error("the model's output '" + graph_.output_name + "' is " +
                            (is_constant(graph_.output_name) ? "a constant, not computed from its input"
                                                             : "not computed by any node"));
-  const Value& out = it->second;
+  Value out = std::move(it->second);  // the output's map at its own level, taken rather than copied
+  values_.clear();
+  constants_.clear();
   Network network;
   network.input_name = graph_.input_name;
   network.output_name = graph_.output_name;
   network.input_shape = graph_.input_shape;
   network.output_shape = out.shape;
-  network.layers = stack_.finish(at(out, out.level), out.level);
+  network.layers = stack_.finish(widen(std::move(out.map), stack_.width(out.level)), out.level);
   return network;
+}
+
+void Lowering::lower_branch(const Subgraph& branch) {
+  for (const auto& [name, tensor] : branch.initializers) {
+    values_.erase(name);
+    constants_[name] = tensor;
+  }
+  for (const auto& node : branch.nodes) lower(node);
+}
+
+void Lowering::alias(const Node& node, std::size_t output, const std::string& name) {
+  if (const auto v = values_.find(name); v != values_.end()) return set(node, output, Value(v->second));
+  if (const auto c = constants_.find(name); c != constants_.end()) return set(node, output, Tensor(c->second));
+  node.fail("'" + name + "' is not computed by the branch it takes");
 }
 
 // ---- the tables --------------------------------------------------------------
@@ -392,10 +452,15 @@ const char* refusal_reason(const std::string& op) {
                              "ReduceLogSumExp", "ReduceL2", "ReduceSumSquare", "ReduceProd", "Einsum"})
       r[name] = curved;
     const char* jumps = "it is not continuous, so no network of Gemm and Relu computes it exactly";
-    for (const char* name : {"Floor", "Ceil", "Round", "Sign", "IsNaN", "IsInf", "Less", "Greater", "Equal",
-                             "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where", "QuantizeLinear",
-                             "DequantizeLinear"})
+    for (const char* name : {"Floor", "Ceil", "Round", "Sign", "IsNaN", "IsInf", "QuantizeLinear", "DequantizeLinear"})
       r[name] = jumps;
+    const char* decisions =
+        "it compares or selects by values computed from the network's input: data-dependent control flow, which "
+        "is not continuous, so no network of Gemm and Relu computes it exactly (on constants, such as an "
+        "exporter's shape checks, it is evaluated)";
+    for (const char* name : {"Less", "Greater", "Equal", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor",
+                             "Where"})
+      r[name] = decisions;
     const char* statistics =
         "it divides by statistics of its own input, which is not piecewise linear (BatchNormalization in "
         "inference mode, with fixed statistics, is supported)";
@@ -405,7 +470,7 @@ const char* refusal_reason(const std::string& op) {
     const char* indices = "its output is an index or depends on the data's order, not a value of a Gemm and Relu";
     for (const char* name : {"ArgMax", "ArgMin", "TopK", "NonZero", "Unique", "NonMaxSuppression"}) r[name] = indices;
     const char* control = "control flow and recurrence are outside a fixed network of Gemm and Relu";
-    for (const char* name : {"If", "Loop", "Scan", "LSTM", "GRU", "RNN"}) r[name] = control;
+    for (const char* name : {"Loop", "Scan", "LSTM", "GRU", "RNN"}) r[name] = control;
     return r;
   }();
   const auto it = reasons.find(op);
@@ -427,9 +492,11 @@ std::string supported_operator_names() {
   return names;
 }
 
-Network lower(const Graph& graph) { return Lowering(graph).run(); }
+Network lower(Graph graph) { return Lowering(std::move(graph)).run(); }
 
 Network from_onnx(const onnx::ModelProto& model) { return lower(read_graph(model)); }
+
+Network from_onnx(onnx::ModelProto&& model) { return lower(read_graph(std::move(model))); }
 
 // ---- the network ---------------------------------------------------------------
 

@@ -56,6 +56,10 @@ void require_memory(const Spec& spec, const std::string& what) {
   require_memory(g.nonzeros_between(0, g.output_numel()), spec.output_numel(), what);
 }
 
+/// An affine map built by convmat's layer functions, taken over (not
+/// copied) as the converter's Affine.
+inline Affine adopt(AffineMap<Matrix::Sparse>&& map) { return Affine{Matrix(std::move(map.matrix)), std::move(map.bias)}; }
+
 /// The identity map of n values.
 Affine identity(Index n);
 
@@ -101,7 +105,7 @@ class LayerStack {
 
   /// Appends the rows relu(pre) to ReLU layer `level` (pre is a map of
   /// level `level`) and returns the map of level + 1 that selects them.
-  Affine relu(int level, const Affine& pre);
+  Affine relu(int level, Affine pre);
 
   /// `map`, a map of `level`, as a map of level + 1. It reads some slots
   /// of `level`: carried through layer `level` (once for all values that
@@ -114,7 +118,7 @@ class LayerStack {
   /// nothing reads are dropped, ReLU rows that are constant are folded into
   /// the next layer's bias, and when `output` selects a ReLU layer's slots
   /// exactly, no Gemm follows that layer.
-  std::vector<DenseLayer> finish(const Affine& output, int level) const;
+  std::vector<DenseLayer> finish(Affine output, int level);
 
  private:
   /// Rows appended to a layer, in blocks (matrix columns: the width of its
@@ -128,7 +132,7 @@ class LayerStack {
   std::vector<std::unordered_map<Index, Index>> carried_;
 
   /// Appends `rows` to layer `level`; returns the first new slot of level + 1.
-  Index append(int level, const Affine& rows);
+  Index append(int level, Affine rows);
 };
 
 /// Step 2's state: the constants and values by name, the layer stack, and
@@ -136,10 +140,18 @@ class LayerStack {
 /// their outputs through it.
 class Lowering {
  public:
-  explicit Lowering(const Graph& graph);
+  explicit Lowering(Graph graph);
 
-  /// Lowers every node, then finishes the network at the graph's output.
+  /// Lowers every node the output depends on (the others, dead branches,
+  /// are skipped), releasing each constant and value after the last node
+  /// that reads it, then finishes the network at the graph's output.
   Network run();
+
+  /// Lowers the nodes of `branch` in place (If with a constant condition):
+  /// they read the names around them; their outputs join them.
+  void lower_branch(const Subgraph& branch);
+  /// Output `output` of `node` is the value or constant called `name`.
+  void alias(const Node& node, std::size_t output, const std::string& name);
 
   const Graph& graph() const { return graph_; }
   LayerStack& stack() { return stack_; }
@@ -151,8 +163,12 @@ class Lowering {
   /// Whether input i of `node` is given and a constant.
   bool is_constant(const Node& node, std::size_t i) const { return node.has_input(i) && is_constant(node.inputs[i]); }
 
-  /// Input i of `node` as a constant, or conversion_error naming it.
+  /// Input i of `node` as a constant (decoded), or conversion_error naming it.
   const Tensor& constant(const Node& node, std::size_t i) const;
+  /// The same, not decoded if it is still as the file stores it: for an
+  /// operator that reads each value once with Tensor::value() (Gemm's and
+  /// MatMul's weights), so a weight is never held in double.
+  const Tensor& stored_constant(const Node& node, std::size_t i) const;
   /// Input i as a constant if given ("" or absent: nullptr).
   const Tensor* optional_constant(const Node& node, std::size_t i) const;
   /// Input i as a value computed from the network's input, or conversion_error.
@@ -168,27 +184,36 @@ class Lowering {
   /// v's map at `level` (v.level or later), with as many columns as the
   /// level has slots now.
   Affine at(const Value& v, int level);
+  /// Input i's map at its own level, as at(); moved out rather than copied
+  /// when `node` is the last node that reads it.
+  Affine take(const Node& node, std::size_t i);
 
   /// The value `layer` o v (a linear or affine operator on v), at v's level.
   /// The composed map's size is checked first (memory_limit_error naming
-  /// the sizes).
-  static Value then(const Value& v, const Affine& layer, Shape shape, bool nonneg = false);
+  /// the sizes); when v's map is the identity, `layer` itself is the map.
+  static Value then(const Value& v, Affine layer, Shape shape, bool nonneg = false);
 
   /// relu(pre), pre a map of `level`: a value of level + 1.
-  Value relu(const Affine& pre, int level, Shape shape);
+  Value relu(Affine pre, int level, Shape shape);
 
   /// The latest level of `values`: where an operator combining them works.
   static int common_level(const std::vector<const Value*>& values);
 
  private:
-  const Graph& graph_;
+  Graph graph_;
   LayerStack stack_;
-  std::map<std::string, Tensor> constants_;
+  mutable std::map<std::string, Tensor> constants_;  ///< mutable: decoded when first read
   std::map<std::string, Value> values_;
   std::map<std::string, std::string> unavailable_;  ///< output name -> why
+  std::map<std::string, int> readers_;  ///< name -> nodes still to read it
+  const Node* current_ = nullptr;       ///< the node of the graph being lowered
 
   void lower(const Node& node);
 };
+
+/// Whether `map` is the identity (square, each row reading its own column
+/// with weight 1, no bias).
+bool is_identity(const Affine& map);
 
 /// `second` o `first`, refused with memory_limit_error naming the sizes if
 /// the product's non-zeros (bounded before it is formed) would exceed

@@ -9,7 +9,6 @@
 // main parses the options and dispatches; reading, lowering and writing
 // are the library's three steps (convert.hpp). Exit status: 0 done, 1 the
 // model cannot be converted or written, 2 bad usage.
-#include <charconv>
 #include <cstring>
 #include <iomanip>
 #include <iostream>
@@ -19,6 +18,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include "byte_size.hpp"
 #include "convert.hpp"
 #include "output_file.hpp"
 
@@ -43,27 +43,16 @@ void usage(std::ostream& os) {
         "  (input and output flattened per sample; weights past 2 GiB, or all with\n"
         "  --external-data, in the file out + \".data\" beside it: ONNX's external data), or with --sparse\n"
         "  one Matrix Market file per layer, out.layerK.mtx, holding [T b].\n"
-        "  --max-bytes SIZE  the most memory one composed map may take, like 8G (default:\n"
-        "                    half of this machine's memory)\n"
+        "  --max-bytes SIZE  the most memory one weight or one composed map may take, like\n"
+        "                    8G, 1.5G or none (default: half of this machine's memory)\n"
         "  Takes: "
      << mlp::supported_operator_names() << "\n";
 }
 
-/// "8G", "512M", "1000000" -> bytes.
+/// --max-bytes: convmat_tools::parse_byte_size, or usage_error.
 std::size_t parse_bytes(const std::string& text) {
-  std::size_t number = 0;
-  const char* end = text.data() + text.size();
-  const auto [ptr, ec] = std::from_chars(text.data(), end, number);
-  const std::string suffix(ptr, end);
-  int shift = -1;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  for (int i = 0; i < 4; ++i) {
-    const std::string unit(1, "KMGT"[i]);
-    if (suffix == unit || suffix == unit + "B" || suffix == unit + "iB") shift = 10 * (i + 1);
-  }
-  if (ec != std::errc() || ptr == text.data() || shift < 0 || (shift && number > (SIZE_MAX >> shift)))
-    throw usage_error("--max-bytes takes a size like 8G, 512M or 1000000; got '" + text + "'");
-  return number << shift;
+  if (const auto bytes = convmat_tools::parse_byte_size(text)) return *bytes;
+  throw usage_error(std::string("--max-bytes takes ") + convmat_tools::byte_size_forms + "; got '" + text + "'");
 }
 
 Options parse(int argc, char** argv) {
@@ -136,9 +125,21 @@ void write_dense(const mlp::Network& network, const Options& o) {
   std::cout << '\n';
 }
 
+/// What convert() is doing, for the out-of-memory message.
+const char* stage = "";
+
+/// A library message without its "convmat: " prefix.
+std::string without_prefix(const char* what) {
+  return std::strncmp(what, "convmat: ", 9) == 0 ? what + 9 : what;
+}
+
 int convert(const Options& o) {
   if (o.max_bytes) convmat::set_max_dense_bytes(*o.max_bytes);
-  const auto network = mlp::from_onnx(mlp::load_model(o.input));
+  stage = "reading the model";
+  auto model = mlp::load_model(o.input);
+  stage = "converting the model";
+  const auto network = mlp::from_onnx(std::move(model));
+  stage = "writing the model";
   std::cout << o.input << ": " << network.layers.size() << " fully-connected layers, " << network.nonzeros()
             << " non-zeros\n";
   if (o.sparse)
@@ -165,8 +166,13 @@ int main(int argc, char** argv) {
   }
   try {
     return options.list_operators ? list_operators() : convert(options);
+  } catch (const convmat::memory_limit_error& e) {
+    std::cerr << "convmat-onnx: " << without_prefix(e.what()) << " (--max-bytes "
+              << (options.max_bytes ? std::to_string(*options.max_bytes) + " bytes" : "not given: half of this machine's memory")
+              << "; a larger --max-bytes lets it through if the machine has the memory)\n";
   } catch (const std::bad_alloc&) {
-    std::cerr << "convmat-onnx: out of memory; --max-bytes lower than the memory, or --sparse, may help\n";
+    std::cerr << "convmat-onnx: out of memory " << stage << "; a --max-bytes below this machine's free memory turns "
+                 "this into an error naming the node and the sizes\n";
   } catch (const std::exception& e) {
     std::cerr << "convmat-onnx: " << e.what() << '\n';
   }

@@ -8,9 +8,11 @@
 // from files beside the model, as onnx.load does.
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -40,24 +42,45 @@ double from_half(std::uint16_t h) {
   return sign * std::ldexp(mantissa + 1024, exponent - 25);
 }
 
-/// Decodes a TensorProto, checking that its data fits its shape before
-/// anything is allocated.
-Tensor decode(const onnx::TensorProto& t, const std::string& what) {
+/// n * 8 as text (a tensor's values in double), or "more than 2^63".
+std::string double_bytes(std::int64_t n) {
+  return n > std::numeric_limits<std::int64_t>::max() / 8 ? "more than 2^63" : std::to_string(n * 8);
+}
+
+/// memory_limit_error unless `bytes` of `what` (with `readers`, the nodes
+/// that read it) fit in max_dense_bytes(): checked before they are read.
+void require_bytes(double bytes, const std::string& what, const std::string& readers, const std::string& sizes) {
+  const std::size_t limit = max_dense_bytes();
+  if (bytes > static_cast<double>(limit))
+    detail::fail_memory(what, readers, ": ", sizes, ", more than max_dense_bytes() = ", limit);
+}
+
+/// Decodes a TensorProto, checking that its data fits its shape, and its
+/// values in double fit the memory guard, before anything is allocated.
+Tensor decode(const onnx::TensorProto& t, const std::string& what, const std::string& readers = "",
+              std::string* take_raw = nullptr) {
   Tensor out;
   out.dims.assign(t.dims().begin(), t.dims().end());
   out.type = t.data_type();
   const std::int64_t n = checked_numel(out.dims, what);
+  require_bytes(static_cast<double>(n) * sizeof(double), what, readers,
+                "shape " + to_string(out.dims) + " is " + std::to_string(n) + " values, " + double_bytes(n) +
+                    " bytes in double");
   if (t.data_location() == onnx::TensorProto::EXTERNAL)
     throw conversion_error(what + " is stored in external data; read the model with load_model(path), which "
                                   "reads the files beside it");
   const std::string& raw = t.raw_data();
   const auto count = static_cast<std::size_t>(n);
-  auto from_raw = [&](auto sample, auto convert) {
+  auto from_raw = [&](auto sample, auto convert, bool floating = false) {
     using T = decltype(sample);
     if (raw.size() / sizeof(T) != count || raw.size() % sizeof(T) != 0)
       throw conversion_error(what + " has " + std::to_string(raw.size()) + " bytes of raw data, but its shape " +
                              to_string(out.dims) + " needs " + std::to_string(n) + " x " +
                              std::to_string(sizeof(T)));
+    if (floating && take_raw) {  // kept as stored, decoded when read
+      out.stored.swap(*take_raw);
+      return;
+    }
     out.data.resize(count);
     for (std::size_t i = 0; i < count; ++i) {
       T v;
@@ -76,10 +99,10 @@ Tensor decode(const onnx::TensorProto& t, const std::string& what) {
   const auto half = [](auto v) { return from_half(static_cast<std::uint16_t>(v)); };
   const bool has_raw = t.has_raw_data();
   switch (t.data_type()) {
-    case onnx::TensorProto::FLOAT: has_raw ? from_raw(float{}, plain) : from_field(t.float_data(), plain); break;
-    case onnx::TensorProto::DOUBLE: has_raw ? from_raw(double{}, plain) : from_field(t.double_data(), plain); break;
+    case onnx::TensorProto::FLOAT: has_raw ? from_raw(float{}, plain, true) : from_field(t.float_data(), plain); break;
+    case onnx::TensorProto::DOUBLE: has_raw ? from_raw(double{}, plain, true) : from_field(t.double_data(), plain); break;
     case onnx::TensorProto::FLOAT16:
-      has_raw ? from_raw(std::uint16_t{}, half) : from_field(t.int32_data(), half);
+      has_raw ? from_raw(std::uint16_t{}, half, true) : from_field(t.int32_data(), half);
       break;
     case onnx::TensorProto::INT64: has_raw ? from_raw(std::int64_t{}, plain) : from_field(t.int64_data(), plain); break;
     case onnx::TensorProto::INT32: has_raw ? from_raw(std::int32_t{}, plain) : from_field(t.int32_data(), plain); break;
@@ -97,7 +120,10 @@ Tensor decode(const onnx::TensorProto& t, const std::string& what) {
   return out;
 }
 
-Attribute decode(const onnx::AttributeProto& a, const std::string& where) {
+std::vector<Node> read_nodes(const onnx::GraphProto& g, const Node* parent, const std::string& attribute);
+
+Attribute decode(const onnx::AttributeProto& a, const Node& node) {
+  const std::string where = node.where();
   Attribute out;
   using A = onnx::AttributeProto;
   auto type = a.type();
@@ -121,13 +147,43 @@ Attribute decode(const onnx::AttributeProto& a, const std::string& where) {
       out.kind = Attribute::Kind::tensor;
       out.t = decode(a.t(), where + ": attribute '" + a.name() + "'");
       break;
+    case A::GRAPH: {
+      out.kind = Attribute::Kind::graph;
+      auto graph = std::make_shared<Subgraph>();
+      const std::string what = where + ": attribute '" + a.name() + "'";
+      for (const auto& init : a.g().initializer())
+        graph->initializers[init.name()] = decode(init, what + ": initializer '" + init.name() + "'");
+      graph->nodes = read_nodes(a.g(), &node, a.name());
+      for (const auto& output : a.g().output()) graph->outputs.push_back(output.name());
+      out.g = std::move(graph);
+      break;
+    }
     default: out.kind = Attribute::Kind::other; break;
   }
   return out;
 }
 
-/// Reads the external data of `t` from the directory `base`.
-void load_external(onnx::TensorProto& t, const std::string& base, const std::string& model_path) {
+/// " (read by node 3 ('fc', Gemm))": the nodes of `g` that read the tensor
+/// `name`, for a message about it (empty if none does).
+std::string readers_of(const onnx::GraphProto& g, const std::string& name) {
+  std::string nodes;
+  int count = 0;
+  for (int i = 0; i < g.node_size(); ++i)
+    for (const auto& input : g.node(i).input())
+      if (input == name) {
+        if (++count <= 2)
+          nodes += std::string(count > 1 ? ", " : "") + "node " + std::to_string(i) + " ('" + g.node(i).name() +
+                   "', " + g.node(i).op_type() + ")";
+        break;
+      }
+  if (count > 2) nodes += " and " + std::to_string(count - 2) + " more";
+  return count ? " (read by " + nodes + ")" : "";
+}
+
+/// Reads the external data of `t` from the directory `base`: its size is
+/// checked against the file and the memory guard before it is read.
+void load_external(onnx::TensorProto& t, const std::string& base, const std::string& model_path,
+                   const std::string& readers) {
   std::string location;
   std::int64_t offset = 0, length = -1;
   for (const auto& entry : t.external_data()) {
@@ -151,12 +207,36 @@ void load_external(onnx::TensorProto& t, const std::string& base, const std::str
   if (offset < 0 || length < 0 || offset > size || length > size - offset)
     throw conversion_error("tensor '" + t.name() + "': external data '" + path + "' has " + std::to_string(size) +
                            " bytes, not " + std::to_string(length) + " from offset " + std::to_string(offset));
+  require_bytes(static_cast<double>(length), "tensor '" + t.name() + "' of '" + model_path + "'", readers,
+                std::to_string(length) + " bytes of external data");
   std::string bytes(static_cast<std::size_t>(length), '\0');
   in.seekg(offset);
   if (!in.read(bytes.data(), length)) throw conversion_error("cannot read the external data '" + path + "'");
   t.set_raw_data(std::move(bytes));
   t.clear_external_data();
   t.clear_data_location();
+}
+
+/// The nodes of `g` with their attributes parsed. `parent` is null for the
+/// model's graph; the nodes of a branch (its `attribute`) take the index of
+/// the node holding it and a name that says where they are:
+/// "If_0/then_branch/Squeeze_1".
+std::vector<Node> read_nodes(const onnx::GraphProto& g, const Node* parent, const std::string& attribute) {
+  std::vector<Node> nodes;
+  nodes.reserve(static_cast<std::size_t>(g.node_size()));
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto& proto = g.node(i);
+    Node node;
+    node.index = parent ? parent->index : i;
+    node.name = parent ? parent->name + "/" + attribute + "/" + proto.name() : proto.name();
+    node.op = proto.op_type();
+    node.domain = proto.domain();
+    node.inputs.assign(proto.input().begin(), proto.input().end());
+    node.outputs.assign(proto.output().begin(), proto.output().end());
+    for (const auto& a : proto.attribute()) node.attributes[a.name()] = decode(a, node);
+    nodes.push_back(std::move(node));
+  }
+  return nodes;
 }
 
 }  // namespace
@@ -175,6 +255,35 @@ std::int64_t Tensor::numel() const {
   return n;
 }
 
+double Tensor::value(std::size_t i) const {
+  if (stored.empty()) return data[i];
+  switch (type) {
+    case onnx::TensorProto::DOUBLE: {
+      double v;
+      std::memcpy(&v, stored.data() + i * sizeof v, sizeof v);
+      return v;
+    }
+    case onnx::TensorProto::FLOAT16: {
+      std::uint16_t v;
+      std::memcpy(&v, stored.data() + i * sizeof v, sizeof v);
+      return from_half(v);
+    }
+    default: {  // FLOAT: read_graph keeps no other type stored
+      float v;
+      std::memcpy(&v, stored.data() + i * sizeof v, sizeof v);
+      return v;
+    }
+  }
+}
+
+void Tensor::decode() {
+  if (stored.empty()) return;
+  const auto count = static_cast<std::size_t>(numel());
+  data.resize(count);
+  for (std::size_t i = 0; i < count; ++i) data[i] = value(i);
+  std::string().swap(stored);
+}
+
 bool Tensor::is_integer() const {
   return type != onnx::TensorProto::FLOAT && type != onnx::TensorProto::DOUBLE &&
          type != onnx::TensorProto::FLOAT16 && type != onnx::TensorProto::BFLOAT16;
@@ -189,9 +298,10 @@ const char* describe(Attribute::Kind kind) {
     case Attribute::Kind::reals: return "a list of floats";
     case Attribute::Kind::texts: return "a list of strings";
     case Attribute::Kind::tensor: return "a tensor";
+    case Attribute::Kind::graph: return "a graph";
     case Attribute::Kind::other: break;
   }
-  return "a graph or another kind";
+  return "a sparse tensor, a type or another kind";
 }
 
 std::string Node::where() const { return "node " + std::to_string(index) + " ('" + name + "', " + op + ")"; }
@@ -254,6 +364,31 @@ const Tensor* Node::tensor(const std::string& attribute) const {
   return a ? &a->t : nullptr;
 }
 
+const Subgraph& Node::graph(const std::string& attribute) const {
+  const auto* a = find(*this, attribute, Attribute::Kind::graph);
+  if (!a || !a->g) fail_attribute(attribute, "is required");
+  return *a->g;
+}
+
+std::vector<std::string> names_read(const Node& node) {
+  std::vector<std::string> names;
+  for (const auto& input : node.inputs)
+    if (!input.empty()) names.push_back(input);
+  for (const auto& [name, a] : node.attributes) {
+    if (a.kind != Attribute::Kind::graph || !a.g) continue;
+    std::vector<std::string> inner;  // names the branch defines itself
+    for (const auto& [constant, tensor] : a.g->initializers) inner.push_back(constant);
+    for (const auto& n : a.g->nodes) {
+      for (const auto& read : names_read(n))
+        if (std::find(inner.begin(), inner.end(), read) == inner.end()) names.push_back(read);
+      inner.insert(inner.end(), n.outputs.begin(), n.outputs.end());
+    }
+    for (const auto& output : a.g->outputs)
+      if (std::find(inner.begin(), inner.end(), output) == inner.end()) names.push_back(output);
+  }
+  return names;
+}
+
 std::int64_t default_opset(const onnx::ModelProto& model) {
   for (const auto& o : model.opset_import())
     if (o.domain().empty() || o.domain() == "ai.onnx") return o.version();
@@ -271,38 +406,56 @@ onnx::ModelProto parse_model(const void* data, std::size_t size) {
 }
 
 onnx::ModelProto load_model(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error))
+    throw conversion_error("'" + path + "' is a directory; give the .onnx file of the model");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw conversion_error("cannot open '" + path + "'");
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  if (!in.good() && !in.eof()) throw conversion_error("cannot read '" + path + "'");
-  const std::string text = bytes.str();
+  const auto size = std::filesystem::file_size(path, error);
+  if (!error && size > static_cast<std::uintmax_t>(INT_MAX))
+    throw conversion_error("'" + path + "' has " + std::to_string(size) + " bytes; protobuf reads at most 2 GiB, so "
+                           "larger models keep their weights in external data");
+  // Parsed from the stream: the file's bytes are never held beside the
+  // message they become.
   onnx::ModelProto model;
-  try {
-    model = parse_model(text.data(), text.size());
-  } catch (const conversion_error&) {
+  if (!model.ParseFromIstream(&in)) {
+    if (in.bad()) throw conversion_error("cannot read '" + path + "'");
     throw conversion_error("'" + path + "' is not an ONNX model");
   }
   const auto slash = path.find_last_of('/');
   const std::string base = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   auto& graph = *model.mutable_graph();
   for (auto& t : *graph.mutable_initializer())
-    if (t.data_location() == onnx::TensorProto::EXTERNAL) load_external(t, base, path);
-  for (auto& node : *graph.mutable_node())
-    for (auto& a : *node.mutable_attribute())
-      if (a.has_t() && a.t().data_location() == onnx::TensorProto::EXTERNAL) load_external(*a.mutable_t(), base, path);
+    if (t.data_location() == onnx::TensorProto::EXTERNAL) load_external(t, base, path, readers_of(graph, t.name()));
+  for (int i = 0; i < graph.node_size(); ++i)
+    for (auto& a : *graph.mutable_node(i)->mutable_attribute())
+      if (a.has_t() && a.t().data_location() == onnx::TensorProto::EXTERNAL) {
+        const auto& node = graph.node(i);
+        load_external(*a.mutable_t(), base, path,
+                      " (attribute '" + a.name() + "' of node " + std::to_string(i) + " ('" + node.name() + "', " +
+                          node.op_type() + "))");
+      }
   return model;
 }
 
-Graph read_graph(const onnx::ModelProto& model) {
+namespace {
+
+/// read_graph: `owned`, if given, is `model` itself, and each initializer's
+/// protobuf storage is released once it is decoded.
+Graph read(const onnx::ModelProto& model, onnx::ModelProto* owned) {
   const auto& g = model.graph();
   Graph graph;
   graph.opset = default_opset(model);
   if (g.sparse_initializer_size() > 0)
     throw conversion_error("the model has sparse initializers ('" + g.sparse_initializer(0).values().name() +
                            "', ...); convmat-onnx reads dense ones");
-  for (const auto& init : g.initializer())
-    graph.initializers[init.name()] = decode(init, "initializer '" + init.name() + "'");
+  for (int i = 0; i < g.initializer_size(); ++i) {
+    const auto& init = g.initializer(i);
+    auto* mine = owned ? owned->mutable_graph()->mutable_initializer(i) : nullptr;
+    graph.initializers[init.name()] = decode(init, "initializer '" + init.name() + "'", readers_of(g, init.name()),
+                                             mine && init.has_raw_data() ? mine->mutable_raw_data() : nullptr);
+    if (mine) onnx::TensorProto().Swap(mine);  // frees what is left of its storage
+  }
 
   for (const auto& input : g.input()) {
     if (graph.initializers.count(input.name())) continue;  // IR < 4 lists initializers as inputs
@@ -333,20 +486,14 @@ Graph read_graph(const onnx::ModelProto& model) {
                            " outputs; convmat-onnx takes networks with one");
   graph.output_name = g.output(0).name();
 
-  graph.nodes.reserve(static_cast<std::size_t>(g.node_size()));
-  for (int i = 0; i < g.node_size(); ++i) {
-    const auto& proto = g.node(i);
-    Node node;
-    node.index = i;
-    node.name = proto.name();
-    node.op = proto.op_type();
-    node.domain = proto.domain();
-    node.inputs.assign(proto.input().begin(), proto.input().end());
-    node.outputs.assign(proto.output().begin(), proto.output().end());
-    for (const auto& a : proto.attribute()) node.attributes[a.name()] = decode(a, node.where());
-    graph.nodes.push_back(std::move(node));
-  }
+  graph.nodes = read_nodes(g, nullptr, "");
   return graph;
 }
+
+}  // namespace
+
+Graph read_graph(const onnx::ModelProto& model) { return read(model, nullptr); }
+
+Graph read_graph(onnx::ModelProto&& model) { return read(model, &model); }
 
 }  // namespace convmat::mlp

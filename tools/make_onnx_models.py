@@ -5,6 +5,10 @@ For each model NAME writes, under tests/data/onnx/:
   NAME.onnx         the model (float32, opset 13, batch dimension "N")
   NAME.input.pb     an onnx.TensorProto: a batch of 3 inputs
   NAME.output.pb    an onnx.TensorProto: PyTorch's outputs for them
+The pad_squeeze_opsetK models are exported with a fixed batch of 3 at
+opsets 11, 13 and 17: torch loses the padded shape and writes the squeeze
+as Shape -> Gather -> Equal -> If, shape logic on constants that
+convmat-onnx folds.
 Run from anywhere:  /usr/bin/python3 tools/make_onnx_models.py
 """
 import os
@@ -123,6 +127,24 @@ models = {
     "transposed": (Transposed(), (1, 8, 8)),
 }
 
+class PadSqueeze(nn.Module):
+    """F.pad with a value, then squeeze(2): exported as a shape check (If)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 2, 3)
+
+    def forward(self, x):
+        return self.conv(F.relu(F.pad(x, (1, 1), value=0.5).squeeze(2)))
+
+
+def save(name, x, y):
+    for kind, tensor in (("input", x), ("output", y)):
+        proto = onnx.numpy_helper.from_array(tensor.numpy(), name=kind)
+        with open(os.path.join(OUT, f"{name}.{kind}.pb"), "wb") as f:
+            f.write(proto.SerializeToString())
+
+
 os.makedirs(OUT, exist_ok=True)
 for name, (model, shape) in models.items():
     randomize_batch_norm(model)
@@ -134,9 +156,21 @@ for name, (model, shape) in models.items():
     torch.onnx.export(model, x, path, input_names=["input"], output_names=["output"], opset_version=13,
                       dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
     onnx.checker.check_model(onnx.load(path))
-    for kind, tensor in (("input", x), ("output", y)):
-        proto = onnx.numpy_helper.from_array(tensor.numpy(), name=kind)
-        with open(os.path.join(OUT, f"{name}.{kind}.pb"), "wb") as f:
-            f.write(proto.SerializeToString())
+    save(name, x, y)
     ops = [n.op_type for n in onnx.load(path).graph.node]
+    print(f"{name}: {os.path.getsize(path)} bytes, {' '.join(ops)}")
+
+# A fixed batch (no dynamic axes), so the exporter's shape check is constant.
+torch.manual_seed(20261207)
+for opset in (11, 13, 17):
+    name, model = f"pad_squeeze_opset{opset}", PadSqueeze().eval()
+    x = torch.randn(3, 3, 1, 5)
+    with torch.no_grad():
+        y = model(x)
+    path = os.path.join(OUT, name + ".onnx")
+    torch.onnx.export(model, x, path, input_names=["input"], output_names=["output"], opset_version=opset)
+    onnx.checker.check_model(onnx.load(path))
+    save(name, x, y)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "If" in ops and "Equal" in ops, ops
     print(f"{name}: {os.path.getsize(path)} bytes, {' '.join(ops)}")

@@ -56,7 +56,10 @@ Value signed_relu(Lowering& l, const Value& v, const Eigen::VectorXd& slope) {
 
 void lower_relu(Lowering& l, const Node& n) {
   const Value& v = l.value(n, 0);
-  l.set(n, 0, v.nonneg ? v : l.relu(l.at(v, v.level), v.level, v.shape));
+  if (v.nonneg) return l.set(n, 0, v);
+  const int level = v.level;
+  Shape shape = v.shape;
+  l.set(n, 0, l.relu(l.take(n, 0), level, std::move(shape)));  // v's map is moved out if n is its last reader
 }
 
 void lower_leaky_relu(Lowering& l, const Node& n) {

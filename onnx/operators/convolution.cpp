@@ -54,9 +54,9 @@ void lower_conv(Lowering& l, const Node& n) {
     else
       spec.set_padding(to_array<Rank>(window.pad_begin), to_array<Rank>(window.pad_end));
     require_memory(spec, "the convolution's matrix");
-    const Affine layer = affine_map(conv_matrix_sparse(spec, as_vector(w)),
-                                    bias_vector(spec, conv_bias(l, n, spec.out_channels)));
-    l.set(n, 0, Lowering::then(v, layer, to_shape<Rank>(spec.out_channels, spec.output_size())));
+    Affine layer = affine_map(Matrix(conv_matrix_sparse(spec, as_vector(w))),
+                              bias_vector(spec, conv_bias(l, n, spec.out_channels)));
+    l.set(n, 0, Lowering::then(v, std::move(layer), to_shape<Rank>(spec.out_channels, spec.output_size())));
   });
 }
 
@@ -115,7 +115,7 @@ void lower_conv_transpose(Lowering& l, const Node& n) {
       spec.set_padding(to_array<Rank>(window.pad_begin), to_array<Rank>(window.pad_end));
     }
     require_memory(spec, "the transposed convolution's matrix");
-    Affine layer = affine_map(conv_transpose_matrix_sparse(spec, as_vector(w)),
+    Affine layer = affine_map(Matrix(conv_transpose_matrix_sparse(spec, as_vector(w))),
                               bias_vector(spec, conv_bias(l, n, spec.out_channels)));
     auto size = spec.output_size();
     if (extra != detail::filled<Rank>(0)) {  // widen each channel with bias-only positions at the end
@@ -137,17 +137,32 @@ void lower_conv_transpose(Lowering& l, const Node& n) {
       const Index per_channel = numel(grown) / spec.out_channels;
       for (Index c = 0; c < spec.out_channels; ++c) layer.bias.segment(c * per_channel, per_channel).setConstant(bias(c));
     }
-    l.set(n, 0, Lowering::then(v, layer, to_shape<Rank>(spec.out_channels, size)));
+    l.set(n, 0, Lowering::then(v, std::move(layer), to_shape<Rank>(spec.out_channels, size)));
   });
 }
 
 /// The matrix of y = x B (one sample per row of x) for a constant B of
-/// shape (k, m): B^T, m x k, from B's row-major data.
-Matrix right_product(const Tensor& b, bool transposed, double alpha) {
-  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::Map<const RowMajor> bm(b.data.data(), b.dims[0], b.dims[1]);
-  const RowMajor t = transposed ? RowMajor(alpha * bm) : RowMajor(alpha * bm.transpose());
-  return t.sparseView();
+/// shape rows_b x cols_b = (k, m): alpha B^T, m x k, from B's row-major data
+/// (or alpha B when `transposed`: B is then (m, k)). Built as compressed rows directly, its
+/// non-zeros counted and guarded first: no dense temporary.
+Matrix right_product(const Node& n, const Tensor& b, Index rows_b, Index cols_b, bool transposed, double alpha) {
+  const Index m = transposed ? rows_b : cols_b, k = transposed ? cols_b : rows_b;
+  const auto at = [&](Index r, Index c) {  // (alpha B^T)(r, c), r < m, c < k
+    return alpha * b.value(static_cast<std::size_t>(transposed ? r * cols_b + c : c * cols_b + r));
+  };
+  Index nonzeros = 0;
+  for (std::size_t i = 0, size = static_cast<std::size_t>(rows_b * cols_b); i < size; ++i)
+    nonzeros += alpha * b.value(i) != 0.0;
+  require_memory(nonzeros, m, "the matrix of B " + to_string(b.dims) + " (" + n.inputs[1] + ")");
+  Matrix t(m, k);
+  t.reserve(nonzeros);
+  for (Index r = 0; r < m; ++r) {
+    t.startVec(r);
+    for (Index c = 0; c < k; ++c)
+      if (const double v = at(r, c); v != 0.0) t.insertBack(r, c) = v;
+  }
+  t.finalize();
+  return t;
 }
 
 void lower_gemm(Lowering& l, const Node& n) {
@@ -155,7 +170,7 @@ void lower_gemm(Lowering& l, const Node& n) {
   const Value& v = l.value(n, 0);
   if (v.shape.size() != 1) n.fail("A has shape (N, " + to_string(v.shape).substr(1) + ", not (N, features); Flatten it first");
   if (n.integer("transA", 0) != 0) n.fail_attribute("transA", "1 would transpose the batch into the features");
-  const Tensor& b = l.constant(n, 1);
+  const Tensor& b = l.stored_constant(n, 1);  // read once, as stored
   if (b.dims.size() != 2) n.fail("B has shape " + to_string(b.dims) + ", not a matrix");
   const bool trans_b = n.integer("transB", 0) != 0;
   const Index k = trans_b ? b.dims[1] : b.dims[0], m = trans_b ? b.dims[0] : b.dims[1];
@@ -165,7 +180,7 @@ void lower_gemm(Lowering& l, const Node& n) {
   const double alpha = n.real("alpha", 1.0), beta = n.real("beta", 1.0);
   Eigen::VectorXd bias = Eigen::VectorXd::Zero(m);
   if (const Tensor* c = l.optional_constant(n, 2)) bias = beta * broadcast_constant(n, *c, {m});
-  l.set(n, 0, Lowering::then(v, affine_map(right_product(b, trans_b, alpha), bias), {m}));
+  l.set(n, 0, Lowering::then(v, affine_map(right_product(n, b, b.dims[0], b.dims[1], trans_b, alpha), bias), {m}));
 }
 
 void lower_matmul(Lowering& l, const Node& n) {
@@ -173,27 +188,31 @@ void lower_matmul(Lowering& l, const Node& n) {
     n.fail("B ('" + n.inputs[1] + "') is computed from the input; convmat-onnx takes MatMul by a constant matrix "
            "on the right (a product of two data paths has no exact Gemm + Relu form)");
   const Value& v = l.value(n, 0);
-  const Tensor& b = l.constant(n, 1);
+  const Tensor& b = l.stored_constant(n, 1);  // read once, as stored
   if (b.dims.empty() || b.dims.size() > 2)
     n.fail("B has shape " + to_string(b.dims) + "; convmat-onnx takes a matrix or a vector");
   if (v.shape.empty()) n.fail("A has no feature dimension");
-  Tensor matrix = b;
-  if (b.dims.size() == 1) matrix.dims = {b.dims[0], 1};
-  const Index k = matrix.dims[0], m = matrix.dims[1];
+  const Index k = b.dims[0], m = b.dims.size() == 2 ? b.dims[1] : 1;
   if (v.shape.back() != k)
     n.fail("A has shape (N, " + to_string(v.shape).substr(1) + ", but B has shape " + to_string(b.dims) +
            ": the last dimension of A must be " + std::to_string(k));
   // (N, ..., k) x (k, m): the same product for every leading index.
   const Index leading = numel(v.shape) / k;
-  const Matrix per_row = right_product(matrix, false, 1.0);
-  Matrix whole(leading * m, leading * k);
-  std::vector<Eigen::Triplet<double>> entries;
-  entries.reserve(static_cast<std::size_t>(leading * per_row.nonZeros()));
-  for (Index i = 0; i < leading; ++i)
-    for (Index r = 0; r < m; ++r)
-      for (Matrix::InnerIterator it(per_row, r); it; ++it)
-        entries.emplace_back(static_cast<int>(i * m + r), static_cast<int>(i * k + it.col()), it.value());
-  whole.setFromTriplets(entries.begin(), entries.end());
+  Matrix per_row = right_product(n, b, k, m, false, 1.0);
+  Matrix whole;
+  if (leading == 1) {
+    whole = std::move(per_row);
+  } else {
+    require_memory(leading * per_row.nonZeros(), leading * m, "the product repeated over " + std::to_string(leading) + " rows");
+    whole.resize(leading * m, leading * k);
+    whole.reserve(leading * per_row.nonZeros());
+    for (Index i = 0; i < leading; ++i)
+      for (Index r = 0; r < m; ++r) {
+        whole.startVec(i * m + r);
+        for (Matrix::InnerIterator it(per_row, r); it; ++it) whole.insertBack(i * m + r, i * k + it.col()) = it.value();
+      }
+    whole.finalize();
+  }
   Shape shape(v.shape.begin(), v.shape.end() - 1);
   if (b.dims.size() == 2) shape.push_back(m);
   if (shape.empty()) n.fail("the product of a vector with a vector leaves no dimension beside the batch");

@@ -150,12 +150,12 @@ void lower_batch_normalization(Lowering& l, const Node& n) {
   Affine map;
   if (n.integer("spatial", 1) == 0 && bn.channels() == size && size != channels) {
     // opset < 9, spatial=0: statistics per element, a BatchNorm of `size` channels of one value
-    map = batch_norm_map(bn, 1);
+    map = adopt(batch_norm_map(bn, 1));
   } else {
     if (bn.channels() != channels)
       n.fail("scale has " + std::to_string(bn.channels()) + " values, but the input (N, " + to_string(v.shape).substr(1) +
              " has " + std::to_string(channels) + " channels");
-    map = batch_norm_map(bn, size / channels);
+    map = adopt(batch_norm_map(bn, size / channels));
   }
   const bool nonneg = v.nonneg && (map.bias.array() >= 0).all() && (bn.scale().array() >= 0).all();
   l.set(n, 0, Lowering::then(v, map, v.shape, nonneg));

@@ -282,19 +282,27 @@ void fold_shape(Lowering& l, const Node& n) {
   l.set(n, 0, std::move(t));
 }
 
-/// An elementwise binary operator on constants with numpy broadcasting.
+/// The position in `x` of the element at multi-index `o` of the broadcast
+/// shape `dims` (numpy rules).
+std::size_t broadcast_index(const Tensor& x, const Shape& dims, const std::vector<Index>& o) {
+  Index flat = 0;
+  const std::size_t skip = dims.size() - x.dims.size();
+  for (std::size_t d = 0; d < x.dims.size(); ++d) flat = flat * x.dims[d] + (x.dims[d] == 1 ? 0 : o[skip + d]);
+  return static_cast<std::size_t>(flat);
+}
+
+/// ONNX's BOOL element type (onnx::TensorProto::BOOL): comparisons give it.
+constexpr int bool_type = 9;
+
+/// An elementwise binary operator on constants with numpy broadcasting;
+/// the result has the type of the first input, or `type` if given.
 template <class F>
-void fold_binary(Lowering& l, const Node& n, F f) {
+void fold_binary(Lowering& l, const Node& n, F f, int type = -1) {
   const Tensor& a = l.constant(n, 0);
   const Tensor& b = l.constant(n, 1);
   const Shape dims = broadcast_shapes(n, a.dims, b.dims);
-  Tensor t = sized(n, dims, a.type);
-  const auto index_in = [&dims](const Tensor& x, const std::vector<Index>& o) {
-    Index flat = 0;
-    const std::size_t skip = dims.size() - x.dims.size();
-    for (std::size_t d = 0; d < x.dims.size(); ++d) flat = flat * x.dims[d] + (x.dims[d] == 1 ? 0 : o[skip + d]);
-    return static_cast<std::size_t>(flat);
-  };
+  Tensor t = sized(n, dims, type < 0 ? a.type : type);
+  const auto index_in = [&dims](const Tensor& x, const std::vector<Index>& o) { return broadcast_index(x, dims, o); };
   for (Index i = 0; i < static_cast<Index>(t.data.size()); ++i) {
     const auto o = unflatten(i, dims);
     t.data[static_cast<std::size_t>(i)] = f(a.data[index_in(a, o)], b.data[index_in(b, o)], t.is_integer());
@@ -310,6 +318,44 @@ void fold_div(Lowering& l, const Node& n) {
     if (integer && y == 0) n.fail("divides an integer by zero");
     return integer ? std::trunc(x / y) : x / y;
   });
+}
+
+/// A comparison or a logical operator of constants (the exporter's shape
+/// checks: Shape -> Gather -> Equal -> If): a BOOL tensor.
+template <bool (*F)(double, double)>
+void fold_predicate(Lowering& l, const Node& n) {
+  fold_binary(l, n, [](double x, double y, bool) { return F(x, y) ? 1.0 : 0.0; }, bool_type);
+}
+
+bool equal(double x, double y) { return x == y; }
+bool less(double x, double y) { return x < y; }
+bool greater(double x, double y) { return x > y; }
+bool less_or_equal(double x, double y) { return x <= y; }
+bool greater_or_equal(double x, double y) { return x >= y; }
+bool both(double x, double y) { return x != 0 && y != 0; }
+bool either(double x, double y) { return x != 0 || y != 0; }
+bool one_of(double x, double y) { return (x != 0) != (y != 0); }
+
+void fold_not(Lowering& l, const Node& n) {
+  Tensor t = l.constant(n, 0);
+  for (auto& x : t.data) x = x == 0 ? 1.0 : 0.0;
+  t.type = bool_type;
+  l.set(n, 0, std::move(t));
+}
+
+/// Where(condition, x, y) of constants, numpy broadcasting over all three.
+void fold_where(Lowering& l, const Node& n) {
+  const Tensor& c = l.constant(n, 0);
+  const Tensor& x = l.constant(n, 1);
+  const Tensor& y = l.constant(n, 2);
+  const Shape dims = broadcast_shapes(n, broadcast_shapes(n, c.dims, x.dims), y.dims);
+  Tensor t = sized(n, dims, x.type);
+  const auto index_in = [&dims](const Tensor& v, const std::vector<Index>& o) { return broadcast_index(v, dims, o); };
+  for (Index i = 0; i < static_cast<Index>(t.data.size()); ++i) {
+    const auto o = unflatten(i, dims);
+    t.data[static_cast<std::size_t>(i)] = c.data[index_in(c, o)] != 0 ? x.data[index_in(x, o)] : y.data[index_in(y, o)];
+  }
+  l.set(n, 0, std::move(t));
 }
 
 template <double (*F)(double)>
@@ -352,6 +398,16 @@ const std::vector<OperatorEntry>& constant_folders() {
       {"Floor", fold_unary<floor_of>, "evaluated"},
       {"Ceil", fold_unary<ceil_of>, "evaluated"},
       {"Abs", fold_unary<absolute>, "evaluated"},
+      {"Equal", fold_predicate<equal>, "evaluated"},
+      {"Less", fold_predicate<less>, "evaluated"},
+      {"Greater", fold_predicate<greater>, "evaluated"},
+      {"LessOrEqual", fold_predicate<less_or_equal>, "evaluated"},
+      {"GreaterOrEqual", fold_predicate<greater_or_equal>, "evaluated"},
+      {"And", fold_predicate<both>, "evaluated"},
+      {"Or", fold_predicate<either>, "evaluated"},
+      {"Xor", fold_predicate<one_of>, "evaluated"},
+      {"Not", fold_not, "evaluated"},
+      {"Where", fold_where, "evaluated"},
   };
   return entries;
 }

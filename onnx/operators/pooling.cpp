@@ -77,7 +77,7 @@ void lower_average_pool(Lowering& l, const Node& n) {
     else
       spec.set_padding(to_array<Rank>(window.pad_begin), to_array<Rank>(window.pad_end));
     require_memory(spec, "the pooling matrix");
-    l.set(n, 0, Lowering::then(v, linear_map(avg_pool_matrix_sparse<double>(spec)),
+    l.set(n, 0, Lowering::then(v, linear_map(Matrix(avg_pool_matrix_sparse<double>(spec))),
                                to_shape<Rank>(spec.channels, spec.output_size()), v.nonneg));
   });
 }

@@ -367,6 +367,24 @@ void lower_shape(Lowering& l, const Node& n) {
   l.set(n, 0, std::move(t));
 }
 
+/// If with a constant condition (the exporter's shape checks: Shape ->
+/// Gather -> Equal -> If): the branch it takes, lowered in place.
+void lower_if(Lowering& l, const Node& n) {
+  if (!l.is_constant(n, 0))
+    n.fail("its condition ('" + (n.inputs.empty() ? std::string() : n.inputs[0]) +
+           "') is computed from the network's input: data-dependent control flow, which no fixed network of Gemm "
+           "and Relu computes");
+  const Tensor& condition = l.constant(n, 0);
+  if (condition.numel() != 1) n.fail("its condition has shape " + to_string(condition.dims) + ", not one value");
+  const char* taken = condition.data[0] != 0 ? "then_branch" : "else_branch";
+  const Subgraph& branch = n.graph(taken);
+  if (branch.outputs.size() != n.outputs.size())
+    n.fail_attribute(taken, "has " + std::to_string(branch.outputs.size()) + " outputs, but the node has " +
+                                std::to_string(n.outputs.size()));
+  l.lower_branch(branch);
+  for (std::size_t k = 0; k < n.outputs.size(); ++k) l.alias(n, k, branch.outputs[k]);
+}
+
 }  // namespace
 
 const std::vector<OperatorEntry>& shape_operators() {
@@ -384,6 +402,7 @@ const std::vector<OperatorEntry>& shape_operators() {
        "value as attributes (opset < 11) or inputs, axes (opset 18)"},
       {"Slice", lower_slice, "a selection with starts, ends, axes and steps (attributes before opset 10)"},
       {"Shape", lower_shape, "a constant, when the batch size is fixed"},
+      {"If", lower_if, "the branch its condition takes, when the condition is a constant (an exporter's shape check)"},
   };
   return entries;
 }

@@ -64,6 +64,10 @@ std::vector<std::pair<std::string, std::string>> convention_cases() {
 
 TEST_CASE("the fully-connected form reproduces PyTorch's outputs on the exported models", "[onnx]") {
   for (const char* name : {"lenet", "batchnorm_pool", "cnn1d", "cnn3d", "transposed"}) check_model(data_dir, name);
+  // F.pad(x, (1, 1), value=0.5).squeeze(2) with a fixed batch: torch writes
+  // the squeeze as Shape -> Gather -> Equal -> If, folded here.
+  for (const char* name : {"pad_squeeze_opset11", "pad_squeeze_opset13", "pad_squeeze_opset17"})
+    check_model(data_dir, name);
 }
 
 TEST_CASE("every ONNX convention, attribute and input forms, opsets 9 to 17, matches torch", "[onnx][conventions]") {

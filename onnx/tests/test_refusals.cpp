@@ -357,16 +357,27 @@ TEST_CASE("a composed map beyond max_dense_bytes() is a memory_limit_error namin
   b.node("MatMul", {"f", "B"}, {"y"}, "dense_matmul");
   const auto model = b.build();
   const auto previous = convmat::max_dense_bytes();
-  convmat::set_max_dense_bytes(1 << 20);
+  // B (16.7 MB in double) and its matrix (25.0 MB) fit, the composed map does not.
+  convmat::set_max_dense_bytes(26 << 20);
   std::string message;
   try {
     (void)mlp::from_onnx(model);
   } catch (const convmat::memory_limit_error& e) {
     message = e.what();
   }
-  convmat::set_max_dense_bytes(previous);
   check_message(message, {"node 2 ('dense_matmul', MatMul): the composed map (1444 x 1600) could have up to",
-                          "more than max_dense_bytes() = 1048576"});
+                          "more than max_dense_bytes() = 27262976"});
+  // With 1 MiB, B itself is refused as it is read, naming who reads it.
+  convmat::set_max_dense_bytes(1 << 20);
+  message.clear();
+  try {
+    (void)mlp::from_onnx(model);
+  } catch (const convmat::memory_limit_error& e) {
+    message = e.what();
+  }
+  convmat::set_max_dense_bytes(previous);
+  check_message(message, {"initializer 'B' (read by node 2 ('dense_matmul', MatMul)): shape (1444, 1444) is 2085136 "
+                          "values, 16681088 bytes in double, more than max_dense_bytes() = 1048576"});
 
   // 1.2e18 rows of 12 bytes pass int64: the message's byte count was cast
   // from double to long long, which is undefined there (fuzz_onnx:
@@ -481,4 +492,44 @@ TEST_CASE("integers taken from constants: int64's extremes saturate, NaN and fra
   wide.integers("shape", {0, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, -1});
   wide.node("Reshape", {"x", "shape"}, {"y"}, "the_node");
   check_message(refusal(wide.build()), {"node 0 ('the_node', Reshape): shape (0, 50, 50"});
+}
+
+TEST_CASE("comparisons and If on data are data-dependent control flow; on constants they are evaluated",
+          "[onnx][errors]") {
+  for (const char* op : {"Equal", "Less", "GreaterOrEqual", "Where"})
+    check_message(refusal(one_node(op, [](auto& b, auto& n) {
+                    n.add_input("c");
+                    if (n.op_type() == "Where") n.add_input("c");
+                    b.constant("c", {1});
+                  })),
+                  {"operator " + std::string(op) + " is not supported: it compares or selects by values computed from "
+                   "the network's input: data-dependent control flow"});
+  // If on a condition computed from the input.
+  ModelBuilder b({1, 3});
+  b.constant("zero", {1}, {0.0f});
+  b.node("Less", {"x", "zero"}, {"c"});
+  b.node("If", {"c"}, {"y"}, "branch");
+  check_message(refusal(b.build()), {"node 0 ('Less0', Less): operator Less is not supported"});
+
+  // Equal, Not, Where, Less of constants fold: a Where picking the bias.
+  ModelBuilder folded({1, 2});
+  folded.constant("a", {2}, {1.0f, 2.0f}).constant("b", {2}, {1.0f, 3.0f});
+  folded.node("Equal", {"a", "b"}, {"same"});
+  folded.node("Not", {"same"}, {"differ"});
+  folded.node("Where", {"differ", "a", "b"}, {"pick"});  // (1, 2): a where they differ, else b
+  folded.node("Less", {"a", "b"}, {"less"});                // (false, true)
+  folded.node("Where", {"less", "pick", "b"}, {"bias"});   // (1, 2)
+  folded.node("Add", {"x", "bias"}, {"y"});
+  const auto network = mlp::from_onnx(folded.build());
+  REQUIRE(network.layers.size() == 1);
+  CHECK(network.layers[0].bias == Eigen::Vector2d(1.0, 2.0));
+}
+
+TEST_CASE("a node whose output nothing reads is not lowered; a directory is not a model", "[onnx][errors]") {
+  ModelBuilder b({1, 4});
+  b.node("Sigmoid", {"x"}, {"unused"}, "dead_end");
+  b.node("Relu", {"x"}, {"y"});
+  const auto network = mlp::from_onnx(b.build());
+  CHECK(network.layers.size() == 1);
+  CHECK_THROWS_WITH(mlp::load_model(data_dir), Catch::Matchers::Contains("'" + data_dir + "' is a directory"));
 }
