@@ -2933,6 +2933,20 @@ Index workspace_depth(Index group_rows, Index width) {
   return std::max<Index>(1, std::min(group_rows, fits));
 }
 
+/// `size` entries of scratch space kept by the calling thread between
+/// calls (one buffer per Slot, grown as needed, never shrunk): a fresh
+/// unfold block of 2 MiB per product is a fresh mmap, whose page faults
+/// and zeroing cost a quarter of a small layer's product.
+template <class Scalar, int Slot>
+Scalar* thread_scratch(Index size) {
+  thread_local Vector<Scalar> buffer;
+  if (buffer.size() < size) {
+    buffer.resize(0);  // the old block first: never both at once
+    buffer.resize(size);
+  }
+  return buffer.data();
+}
+
 template <class Scalar>
 using BlockMap = Eigen::Map<RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
 template <class Scalar>
@@ -2956,7 +2970,8 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index out_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, panels.count, 1, [&](Index first, Index last) {
-    Vector<Scalar> columns(depth * panels.width), out(out_rows * panels.width);  // uninitialised, aligned
+    Scalar* const columns = thread_scratch<Scalar, 0>(depth * panels.width);  // uninitialised, aligned
+    Scalar* const out = thread_scratch<Scalar, 1>(out_rows * panels.width);
     for (Index i = first; i < last; ++i) {
       const auto panel = panels(i);
       const Index n = panel.columns(), piece = panel.positions();
@@ -2968,14 +2983,14 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
         Scalar* y_block = y + panel.sample_begin * y_stride + (oc_begin - region.channel_begin) * positions +
                           panel.position_begin;
         BlockMap<Scalar> product = side_by_side
-                                       ? BlockMap<Scalar>(out.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+                                       ? BlockMap<Scalar>(out, oc_end - oc_begin, n, Eigen::OuterStride<>(n))
                                        : BlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
         for (Index r0 = 0; r0 < group_rows; r0 += depth) {
           const Index r1 = std::min(r0 + depth, group_rows), row0 = group * group_rows;
           for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
             unfold_block_into(g, x + s * x_stride, window, row0 + r0, row0 + r1, from, to,
-                              columns.data() + (s - panel.sample_begin) * piece, n);
-          const ConstBlockMap<Scalar> u(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+                              columns + (s - panel.sample_begin) * piece, n);
+          const ConstBlockMap<Scalar> u(columns, r1 - r0, n, Eigen::OuterStride<>(n));
           const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
                                               Eigen::OuterStride<>(group_rows));
           if (r0 == 0)
@@ -2986,7 +3001,7 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
         if (side_by_side)  // each sample's columns to its own output
           for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
             for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
-              const Scalar* source = out.data() + oc * n + (s - panel.sample_begin) * piece;
+              const Scalar* source = out + oc * n + (s - panel.sample_begin) * piece;
               std::copy(source, source + piece, y_block + (s - panel.sample_begin) * y_stride + oc * positions);
             }
       }
@@ -3018,7 +3033,8 @@ void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, In
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index gathered_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, sets * parts, 1, [&](Index first, Index last) {
-    Vector<Scalar> columns(depth * panels.width), gathered(gathered_rows * panels.width);
+    Scalar* const columns = thread_scratch<Scalar, 0>(depth * panels.width);
+    Scalar* const gathered = thread_scratch<Scalar, 1>(gathered_rows * panels.width);
     for (Index unit = first; unit < last; ++unit) {
       const Index set = unit / parts, part = unit % parts;
       const Index c_begin = channel_begin + channels * part / parts;
@@ -3046,21 +3062,21 @@ void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, In
             for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
               for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
                 const Scalar* source = y_block + (s - panel.sample_begin) * y_stride + oc * positions;
-                std::copy(source, source + piece, gathered.data() + oc * n + (s - panel.sample_begin) * piece);
+                std::copy(source, source + piece, gathered + oc * n + (s - panel.sample_begin) * piece);
               }
           const ConstBlockMap<Scalar> y_group = side_by_side
-              ? ConstBlockMap<Scalar>(gathered.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+              ? ConstBlockMap<Scalar>(gathered, oc_end - oc_begin, n, Eigen::OuterStride<>(n))
               : ConstBlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
           const Index r_begin = (std::max(c_begin, group * cig) - group * cig) * kn;
           const Index r_end = (std::min(c_end, (group + 1) * cig) - group * cig) * kn;
           for (Index r0 = r_begin; r0 < r_end; r0 += depth) {
             const Index r1 = std::min(r0 + depth, r_end), row0 = group * group_rows;
-            BlockMap<Scalar> c(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+            BlockMap<Scalar> c(columns, r1 - r0, n, Eigen::OuterStride<>(n));
             const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
                                                 Eigen::OuterStride<>(group_rows));
             c.noalias() = w_block.transpose() * y_group;
             for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
-              fold_block_add(g, columns.data() + (s - panel.sample_begin) * piece, n, row0 + r0, row0 + r1, from,
+              fold_block_add(g, columns + (s - panel.sample_begin) * piece, n, row0 + r0, row0 + r1, from,
                              to, x + s * x_stride, window);
           }
         }
@@ -4112,14 +4128,23 @@ class BlockLanczos {
       auto v = m.col(at);
       const Real before = v.norm();
       Vector<Scalar> h = Vector<Scalar>::Zero(at);
+      // Classical Gram-Schmidt with a second pass only when the first
+      // cancelled more than 1 - 1/sqrt(2) of the vector (Daniel, Gragg,
+      // Kaufman and Stewart's criterion: otherwise one pass already leaves
+      // it orthogonal to working precision, "twice is enough"). Each pass
+      // reads the basis twice, so this is most of what a step costs.
+      Real after = before;
       for (int pass = 0; pass < 2; ++pass) {
+        const Real entering = after;
         project_out_locked(v);
-        if (at == 0) continue;
-        const Vector<Scalar> g = m.leftCols(at).adjoint() * v;
-        v.noalias() -= m.leftCols(at) * g;
-        h += g;
+        if (at > 0) {
+          const Vector<Scalar> g = m.leftCols(at).adjoint() * v;
+          v.noalias() -= m.leftCols(at) * g;
+          h += g;
+        }
+        after = v.norm();
+        if (after >= Real(0.7071) * entering) break;
       }
-      const Real after = v.norm();
       // Below this, what remains is rounding of what was already spanned.
       const Real floor = Real(64) * Eigen::NumTraits<Real>::epsilon() * std::max(before, scale_);
       if (coefficients) {
@@ -4174,10 +4199,10 @@ class BlockLanczos {
     last_ = added;
     s_ += added;
     // N T: A^H of Q's new block, orthonormalised against P (N included, now part of it).
-    Matrix<Scalar> z(cols_, added);
-    adjoint_.apply_batch(q_.col(s_ - added).data(), rows_, z.data(), cols_, added);
+    // (Straight into P's free columns: a fresh buffer per step cost more
+    // in page faults than the copy.)
+    adjoint_.apply_batch(q_.col(s_ - added).data(), rows_, p_.col(s_).data(), cols_, added);
     WorkMatrix coupling = WorkMatrix::Zero(s_ + added, added);
-    p_.middleCols(s_, added) = z;
     next_ = orthonormalise(p_, s_, added, &coupling, locked_right_);
     t_ = coupling.bottomRows(added).topRows(next_);  // N's rows: T
   }
@@ -4223,16 +4248,28 @@ class BlockLanczos {
   /// Keeps the `keep` best Ritz vectors as the new basis (B becomes their
   /// values on the diagonal) and N as the next block.
   void restart(Index keep) {
-    const Matrix<Scalar> n = p_.middleCols(s_, next_);
     const Matrix<Scalar> u = svd_.matrixU().leftCols(keep).template cast<Scalar>();
     const Matrix<Scalar> v = svd_.matrixV().leftCols(keep).template cast<Scalar>();
-    const Matrix<Scalar> left = q_.leftCols(s_) * u, right = p_.leftCols(s_) * v;
-    q_.leftCols(keep) = left;
-    p_.leftCols(keep) = right;
-    p_.middleCols(keep, next_) = n;
+    rotate_in_place(q_, u);
+    rotate_in_place(p_, v);
+    for (Index c = 0; c < next_; ++c) p_.col(keep + c) = p_.col(s_ + c);  // N: keep + c < s_ + c
     b_.setZero();
     for (Index i = 0; i < keep; ++i) b_(i, i) = WorkScalar(svd_.singularValues()(i));
     s_ = keep;
+  }
+
+  /// m's first r.cols() columns become m.leftCols(r.rows()) * r, in row
+  /// blocks through a small buffer: no basis-sized temporaries, whose fresh
+  /// pages (faulted in and zeroed at every restart) cost more than the product.
+  void rotate_in_place(Matrix<Scalar>& m, const Matrix<Scalar>& r) {
+    constexpr Index rows_per_block = 256;
+    rotated_.resize(std::min(rows_per_block, m.rows()), r.cols());
+    for (Index i = 0; i < m.rows(); i += rows_per_block) {
+      const Index h = std::min(rows_per_block, m.rows() - i);
+      auto out = rotated_.topRows(h);
+      out.noalias() = m.block(i, 0, h, r.rows()) * r;
+      m.block(i, 0, h, r.cols()) = out;
+    }
   }
 
   /// The wanted Ritz triplets, their residuals measured with two batch
@@ -4267,6 +4304,7 @@ class BlockLanczos {
   Index rows_, cols_, space_ = 0, basis_ = 0, block_ = 0;
   Matrix<Scalar> locked_left_, locked_right_;  // found before: every basis vector is orthogonal to them
   Matrix<Scalar> p_, q_;            // P and the pending block N after it; Q
+  Matrix<Scalar> rotated_;          // restart()'s row block
   WorkMatrix b_, t_;                // B = Q^H A P; T of the last block
   Eigen::JacobiSVD<WorkMatrix> svd_;
   Vector<Work> estimates_;

@@ -155,14 +155,23 @@ class BlockLanczos {
       auto v = m.col(at);
       const Real before = v.norm();
       Vector<Scalar> h = Vector<Scalar>::Zero(at);
+      // Classical Gram-Schmidt with a second pass only when the first
+      // cancelled more than 1 - 1/sqrt(2) of the vector (Daniel, Gragg,
+      // Kaufman and Stewart's criterion: otherwise one pass already leaves
+      // it orthogonal to working precision, "twice is enough"). Each pass
+      // reads the basis twice, so this is most of what a step costs.
+      Real after = before;
       for (int pass = 0; pass < 2; ++pass) {
+        const Real entering = after;
         project_out_locked(v);
-        if (at == 0) continue;
-        const Vector<Scalar> g = m.leftCols(at).adjoint() * v;
-        v.noalias() -= m.leftCols(at) * g;
-        h += g;
+        if (at > 0) {
+          const Vector<Scalar> g = m.leftCols(at).adjoint() * v;
+          v.noalias() -= m.leftCols(at) * g;
+          h += g;
+        }
+        after = v.norm();
+        if (after >= Real(0.7071) * entering) break;
       }
-      const Real after = v.norm();
       // Below this, what remains is rounding of what was already spanned.
       const Real floor = Real(64) * Eigen::NumTraits<Real>::epsilon() * std::max(before, scale_);
       if (coefficients) {
@@ -217,10 +226,10 @@ class BlockLanczos {
     last_ = added;
     s_ += added;
     // N T: A^H of Q's new block, orthonormalised against P (N included, now part of it).
-    Matrix<Scalar> z(cols_, added);
-    adjoint_.apply_batch(q_.col(s_ - added).data(), rows_, z.data(), cols_, added);
+    // (Straight into P's free columns: a fresh buffer per step cost more
+    // in page faults than the copy.)
+    adjoint_.apply_batch(q_.col(s_ - added).data(), rows_, p_.col(s_).data(), cols_, added);
     WorkMatrix coupling = WorkMatrix::Zero(s_ + added, added);
-    p_.middleCols(s_, added) = z;
     next_ = orthonormalise(p_, s_, added, &coupling, locked_right_);
     t_ = coupling.bottomRows(added).topRows(next_);  // N's rows: T
   }
@@ -266,16 +275,28 @@ class BlockLanczos {
   /// Keeps the `keep` best Ritz vectors as the new basis (B becomes their
   /// values on the diagonal) and N as the next block.
   void restart(Index keep) {
-    const Matrix<Scalar> n = p_.middleCols(s_, next_);
     const Matrix<Scalar> u = svd_.matrixU().leftCols(keep).template cast<Scalar>();
     const Matrix<Scalar> v = svd_.matrixV().leftCols(keep).template cast<Scalar>();
-    const Matrix<Scalar> left = q_.leftCols(s_) * u, right = p_.leftCols(s_) * v;
-    q_.leftCols(keep) = left;
-    p_.leftCols(keep) = right;
-    p_.middleCols(keep, next_) = n;
+    rotate_in_place(q_, u);
+    rotate_in_place(p_, v);
+    for (Index c = 0; c < next_; ++c) p_.col(keep + c) = p_.col(s_ + c);  // N: keep + c < s_ + c
     b_.setZero();
     for (Index i = 0; i < keep; ++i) b_(i, i) = WorkScalar(svd_.singularValues()(i));
     s_ = keep;
+  }
+
+  /// m's first r.cols() columns become m.leftCols(r.rows()) * r, in row
+  /// blocks through a small buffer: no basis-sized temporaries, whose fresh
+  /// pages (faulted in and zeroed at every restart) cost more than the product.
+  void rotate_in_place(Matrix<Scalar>& m, const Matrix<Scalar>& r) {
+    constexpr Index rows_per_block = 256;
+    rotated_.resize(std::min(rows_per_block, m.rows()), r.cols());
+    for (Index i = 0; i < m.rows(); i += rows_per_block) {
+      const Index h = std::min(rows_per_block, m.rows() - i);
+      auto out = rotated_.topRows(h);
+      out.noalias() = m.block(i, 0, h, r.rows()) * r;
+      m.block(i, 0, h, r.cols()) = out;
+    }
   }
 
   /// The wanted Ritz triplets, their residuals measured with two batch
@@ -310,6 +331,7 @@ class BlockLanczos {
   Index rows_, cols_, space_ = 0, basis_ = 0, block_ = 0;
   Matrix<Scalar> locked_left_, locked_right_;  // found before: every basis vector is orthogonal to them
   Matrix<Scalar> p_, q_;            // P and the pending block N after it; Q
+  Matrix<Scalar> rotated_;          // restart()'s row block
   WorkMatrix b_, t_;                // B = Q^H A P; T of the last block
   Eigen::JacobiSVD<WorkMatrix> svd_;
   Vector<Work> estimates_;

@@ -252,6 +252,20 @@ Index workspace_depth(Index group_rows, Index width) {
   return std::max<Index>(1, std::min(group_rows, fits));
 }
 
+/// `size` entries of scratch space kept by the calling thread between
+/// calls (one buffer per Slot, grown as needed, never shrunk): a fresh
+/// unfold block of 2 MiB per product is a fresh mmap, whose page faults
+/// and zeroing cost a quarter of a small layer's product.
+template <class Scalar, int Slot>
+Scalar* thread_scratch(Index size) {
+  thread_local Vector<Scalar> buffer;
+  if (buffer.size() < size) {
+    buffer.resize(0);  // the old block first: never both at once
+    buffer.resize(size);
+  }
+  return buffer.data();
+}
+
 template <class Scalar>
 using BlockMap = Eigen::Map<RowMajorMatrix<Scalar>, 0, Eigen::OuterStride<>>;
 template <class Scalar>
@@ -275,7 +289,8 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index out_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, panels.count, 1, [&](Index first, Index last) {
-    Vector<Scalar> columns(depth * panels.width), out(out_rows * panels.width);  // uninitialised, aligned
+    Scalar* const columns = thread_scratch<Scalar, 0>(depth * panels.width);  // uninitialised, aligned
+    Scalar* const out = thread_scratch<Scalar, 1>(out_rows * panels.width);
     for (Index i = first; i < last; ++i) {
       const auto panel = panels(i);
       const Index n = panel.columns(), piece = panel.positions();
@@ -287,14 +302,14 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
         Scalar* y_block = y + panel.sample_begin * y_stride + (oc_begin - region.channel_begin) * positions +
                           panel.position_begin;
         BlockMap<Scalar> product = side_by_side
-                                       ? BlockMap<Scalar>(out.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+                                       ? BlockMap<Scalar>(out, oc_end - oc_begin, n, Eigen::OuterStride<>(n))
                                        : BlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
         for (Index r0 = 0; r0 < group_rows; r0 += depth) {
           const Index r1 = std::min(r0 + depth, group_rows), row0 = group * group_rows;
           for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
             unfold_block_into(g, x + s * x_stride, window, row0 + r0, row0 + r1, from, to,
-                              columns.data() + (s - panel.sample_begin) * piece, n);
-          const ConstBlockMap<Scalar> u(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+                              columns + (s - panel.sample_begin) * piece, n);
+          const ConstBlockMap<Scalar> u(columns, r1 - r0, n, Eigen::OuterStride<>(n));
           const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
                                               Eigen::OuterStride<>(group_rows));
           if (r0 == 0)
@@ -305,7 +320,7 @@ void unfold_multiply(const Geometry<Rank>& g, const Scalar* w, const Scalar* x, 
         if (side_by_side)  // each sample's columns to its own output
           for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
             for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
-              const Scalar* source = out.data() + oc * n + (s - panel.sample_begin) * piece;
+              const Scalar* source = out + oc * n + (s - panel.sample_begin) * piece;
               std::copy(source, source + piece, y_block + (s - panel.sample_begin) * y_stride + oc * positions);
             }
       }
@@ -337,7 +352,8 @@ void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, In
   const Index depth = workspace_depth<Scalar>(group_rows, panels.width);
   const Index gathered_rows = panels.samples > 1 ? std::min(cog, region.channels()) : 0;
   parallel_chunks(0, sets * parts, 1, [&](Index first, Index last) {
-    Vector<Scalar> columns(depth * panels.width), gathered(gathered_rows * panels.width);
+    Scalar* const columns = thread_scratch<Scalar, 0>(depth * panels.width);
+    Scalar* const gathered = thread_scratch<Scalar, 1>(gathered_rows * panels.width);
     for (Index unit = first; unit < last; ++unit) {
       const Index set = unit / parts, part = unit % parts;
       const Index c_begin = channel_begin + channels * part / parts;
@@ -365,21 +381,21 @@ void multiply_fold(const Geometry<Rank>& g, const Scalar* w, const Scalar* y, In
             for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
               for (Index oc = 0; oc < oc_end - oc_begin; ++oc) {
                 const Scalar* source = y_block + (s - panel.sample_begin) * y_stride + oc * positions;
-                std::copy(source, source + piece, gathered.data() + oc * n + (s - panel.sample_begin) * piece);
+                std::copy(source, source + piece, gathered + oc * n + (s - panel.sample_begin) * piece);
               }
           const ConstBlockMap<Scalar> y_group = side_by_side
-              ? ConstBlockMap<Scalar>(gathered.data(), oc_end - oc_begin, n, Eigen::OuterStride<>(n))
+              ? ConstBlockMap<Scalar>(gathered, oc_end - oc_begin, n, Eigen::OuterStride<>(n))
               : ConstBlockMap<Scalar>(y_block, oc_end - oc_begin, n, Eigen::OuterStride<>(positions));
           const Index r_begin = (std::max(c_begin, group * cig) - group * cig) * kn;
           const Index r_end = (std::min(c_end, (group + 1) * cig) - group * cig) * kn;
           for (Index r0 = r_begin; r0 < r_end; r0 += depth) {
             const Index r1 = std::min(r0 + depth, r_end), row0 = group * group_rows;
-            BlockMap<Scalar> c(columns.data(), r1 - r0, n, Eigen::OuterStride<>(n));
+            BlockMap<Scalar> c(columns, r1 - r0, n, Eigen::OuterStride<>(n));
             const ConstBlockMap<Scalar> w_block(w + oc_begin * group_rows + r0, oc_end - oc_begin, r1 - r0,
                                                 Eigen::OuterStride<>(group_rows));
             c.noalias() = w_block.transpose() * y_group;
             for (Index s = panel.sample_begin; s < panel.sample_end; ++s)
-              fold_block_add(g, columns.data() + (s - panel.sample_begin) * piece, n, row0 + r0, row0 + r1, from,
+              fold_block_add(g, columns + (s - panel.sample_begin) * piece, n, row0 + r0, row0 + r1, from,
                              to, x + s * x_stride, window);
           }
         }
