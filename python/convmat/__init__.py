@@ -19,7 +19,8 @@ library's buffer, a CSR ``T`` SciPy arrays over the library's three arrays).
 
 Functions, each taking ``(layer, input_size, ...)``: matrix, bias, affine,
 info, row_blocks, unfold, fold, weight_jacobian, operator, spectral_norm,
-spectral_norm_bound, singular_values. Errors: a layer the library refuses raises ValueError with
+spectral_norm_bound, singular_values, and to_linear (the torch.nn.Linear
+itself, or a SparseLinear). Errors: a layer the library refuses raises ValueError with
 its message; a dense result over the memory guard (``max_dense_bytes()``)
 MemoryError; a layer of an unknown kind TypeError.
 """
@@ -38,12 +39,13 @@ import numpy as np
 from . import _convmat
 from ._layer import KEYWORDS, Layer, as_array, read_layer
 from ._operator import ConvOperator
+from . import _modules
 
 __version__ = _convmat.__version__
 
 __all__ = [
     "matrix", "bias", "affine", "info", "row_blocks", "unfold", "fold", "weight_jacobian", "operator",
-    "spectral_norm", "spectral_norm_bound", "singular_values", "MatrixInfo", "SpectralNorm",
+    "spectral_norm", "spectral_norm_bound", "singular_values", "to_linear", "SparseLinear", "MatrixInfo", "SpectralNorm",
     "SpectralNormBound", "ConvOperator",
     "max_dense_bytes", "set_max_dense_bytes", "dense_bytes_limit",
 ]
@@ -248,6 +250,65 @@ def affine(layer: Layer, format="dense"):
         _require_dense_entries(layer, "the dense affine matrix", extra=1)
         return _dense_as(_convmat.affine_dense(layer.shape, layer.weight, layer.bias_or_zeros()), format)
     return _csr_as(_convmat.affine_csr(layer.shape, layer.weight, layer.bias_or_zeros()), format)
+
+
+@_takes_layer
+def to_linear(layer: Layer, *, sparse=False):
+    """The layer as its fully-connected form: a ``torch.nn.Linear`` with weight T
+    and bias b, so ``to_linear(conv, size)(x.flatten(1)) == conv(x).flatten(1)``.
+
+    For a batch x of shape (N, C_in, *input_size). The weight is T itself
+    (the library's buffer, no copy), in the layer's dtype; a layer without
+    bias gives a Linear without bias.
+
+    Parameters
+    ----------
+    %(layer)s
+    sparse : bool
+        True: a ``convmat.SparseLinear``, T as a torch sparse CSR tensor
+        (built in compressed rows, never dense), called the same way, for a
+        layer whose dense T does not fit.
+    %(keywords)s
+
+    Returns
+    -------
+    torch.nn.Linear or convmat.SparseLinear
+        in_features = C_in * prod(input_size), out_features = the output's numel.
+
+    Raises
+    ------
+    ValueError, MemoryError, TypeError
+        As matrix(): a dense T over max_dense_bytes() is a MemoryError
+        (use sparse=True).
+
+    Examples
+    --------
+    >>> conv = torch.nn.Conv2d(3, 4, kernel_size=3, stride=2, padding=1)
+    >>> fc = convmat.to_linear(conv, (7, 9))
+    >>> fc
+    Linear(in_features=189, out_features=80, bias=True)
+    >>> x = torch.randn(5, 3, 7, 9)
+    >>> torch.allclose(fc(x.flatten(1)), conv(x).flatten(1), atol=1e-6)
+    True
+    """
+    if not isinstance(sparse, bool):
+        raise TypeError(f"convmat: sparse must be True or False, not {sparse!r}")
+
+    def dense_matrix():
+        _require_dense_entries(layer, "the dense matrix")
+        return _dense_as(_convmat.dense(layer.shape, layer.weight), "torch")
+
+    return _modules.to_linear(layer, sparse, dense_matrix,
+                              lambda: _csr_as(_convmat.csr(layer.shape, layer.weight), "torch_csr"),
+                              lambda: _dense_as(_convmat.bias(layer.shape, layer.bias_or_zeros()), "torch"))
+
+
+def __getattr__(name):
+    """convmat.SparseLinear: a torch.nn.Module, so made when first asked for
+    (import convmat does not import torch)."""
+    if name == "SparseLinear":
+        return _modules.sparse_linear_class()
+    raise AttributeError(f"module 'convmat' has no attribute {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)

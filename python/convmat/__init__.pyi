@@ -68,6 +68,18 @@ def operator(layer: Layer, input_size: InputSize, *, stride: PerAxis = 1, paddin
              dilation: PerAxis = 1, groups: int = 1, padding_mode: PaddingMode = "zeros", transposed: bool = False,
              output_padding: PerAxis = 0, bias: Any = None) -> ConvOperator: ...
 
+class SparseLinear:  # a torch.nn.Module (made when first used: import convmat does not import torch)
+    in_features: int
+    out_features: int
+    weight: Any  # torch.Tensor, layout torch.sparse_csr
+    bias: Any  # torch.nn.Parameter or None
+    def __init__(self, weight: Any, bias: Any = None) -> None: ...
+    def __call__(self, x: Any) -> Any: ...
+
+def to_linear(layer: Layer, input_size: InputSize, *, sparse: bool = False, stride: PerAxis = 1,
+              padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, padding_mode: PaddingMode = "zeros",
+              transposed: bool = False, output_padding: PerAxis = 0, bias: Any = None) -> Any: ...
+
 class SpectralNorm(NamedTuple):
     value: float
     converged: bool
