@@ -13,7 +13,7 @@ SECONDS=0
 stage() { echo; echo "== [$(printf '%4d' "$SECONDS")s] $*"; }
 
 # ---- packages: each stage adds the Debian packages it needs here --------
-packages="$CONVMAT_BASE_PACKAGES python3 python3-dev pybind11-dev python3-pytest libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch python3-onnx python3-torchvision petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
+packages="$CONVMAT_BASE_PACKAGES python3 python3-dev pybind11-dev python3-pytest libonnx-dev libprotobuf-dev protobuf-compiler libcli11-dev python3-numpy python3-scipy python3-torch python3-onnx python3-torchvision python3-venv python3-setuptools python3-pip petsc-dev slepc-dev openmpi-bin libbenchmark-dev libtorch-dev clang-14 libclang-rt-14-dev libstb-dev"
 convmat_require $packages
 
 # ---- stage: the suite, C++17 ---------------------------------------------
@@ -79,6 +79,20 @@ cmake -S . -B "$root/python" -DCMAKE_BUILD_TYPE=Release -DCONVMAT_BUILD_PYTHON=O
   -DCONVMAT_BUILD_PETSC=OFF -DPython_EXECUTABLE=/usr/bin/python3 >/dev/null
 cmake --build "$root/python" -j "$jobs" --target convmat_python
 ctest --test-dir "$root/python" --output-on-failure -R '^python\.'
+
+# ---- stage: pip install . ---------------------------------------------------
+# The README's pip line: a fresh venv that sees Debian's torch, numpy and
+# scipy, pip install --no-build-isolation . (pyproject.toml, setup.py driving
+# the project's CMake; here in the build just made, so it is incremental),
+# then the quick start run from another directory.
+stage "pip install --no-build-isolation . into a fresh venv, the quick start from elsewhere"
+python_build=$(cd "$root/python" && pwd) venv="$(cd "$root" && pwd)/venv"
+rm -rf "$venv" "$root/elsewhere" && /usr/bin/python3 -m venv --system-site-packages "$venv"
+CONVMAT_CMAKE_BUILD_DIR="$python_build" "$venv/bin/pip" install -q --no-build-isolation .
+find python -maxdepth 1 -name '*.egg-info' -exec rm -rf {} +
+mkdir -p "$root/elsewhere"
+(cd "$root/elsewhere" && "$venv/bin/python" "$OLDPWD/python/examples/quickstart.py") | tee /dev/stderr |
+  grep -qx '(80, 189) float32 True' || { echo "the quick start from the pip install failed" >&2; exit 1; }
 
 # ---- stage: PETSc/SLEPc over MPI --------------------------------------------
 # The suite above already built and ran the PETSc examples (CONVMAT_BUILD_PETSC
