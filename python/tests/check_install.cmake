@@ -21,7 +21,7 @@ if(NOT rc EQUAL 0)
 endif()
 
 set(site "${PREFIX}/${SITE_PACKAGES}")
-foreach(file __init__.py __init__.pyi _layer.py _operator.py py.typed)
+foreach(file __init__.py __init__.pyi _layer.py _modules.py _operator.py py.typed)
   if(NOT EXISTS "${site}/convmat/${file}")
     message(FATAL_ERROR "not installed: ${site}/convmat/${file}")
   endif()
@@ -34,7 +34,7 @@ if(NOT rc EQUAL 0 OR NOT where STREQUAL "${site}/convmat/__init__.py")
   message(FATAL_ERROR "import convmat from ${site} gave '${where}' (${rc}):\n${error}")
 endif()
 
-foreach(example quickstart tour)
+foreach(example quickstart to_linear tour)
   file(COPY "${SOURCE_DIR}/python/examples/${example}.py" DESTINATION "${work}")
   execute_process(COMMAND ${python} "${example}.py" WORKING_DIRECTORY "${work}"
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE error)
