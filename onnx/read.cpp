@@ -16,6 +16,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <unordered_map>
 
 #include "convert.hpp"
 
@@ -163,22 +164,39 @@ Attribute decode(const onnx::AttributeProto& a, const Node& node) {
   return out;
 }
 
-/// " (read by node 3 ('fc', Gemm))": the nodes of `g` that read the tensor
-/// `name`, for a message about it (empty if none does).
-std::string readers_of(const onnx::GraphProto& g, const std::string& name) {
-  std::string nodes;
-  int count = 0;
-  for (int i = 0; i < g.node_size(); ++i)
-    for (const auto& input : g.node(i).input())
-      if (input == name) {
-        if (++count <= 2)
-          nodes += std::string(count > 1 ? ", " : "") + "node " + std::to_string(i) + " ('" + g.node(i).name() +
-                   "', " + g.node(i).op_type() + ")";
-        break;
+/// Which nodes of a graph read each name, indexed once (one pass over the
+/// nodes), for messages about a tensor.
+class Readers {
+ public:
+  explicit Readers(const onnx::GraphProto& g) : graph_(g) {
+    for (int i = 0; i < g.node_size(); ++i) {
+      std::vector<std::string> seen;  // a node reading a name twice counts once
+      for (const auto& input : g.node(i).input()) {
+        if (input.empty() || std::find(seen.begin(), seen.end(), input) != seen.end()) continue;
+        seen.push_back(input);
+        auto& entry = nodes_[input];
+        if (entry.first.size() < 2) entry.first.push_back(i);
+        ++entry.second;
       }
-  if (count > 2) nodes += " and " + std::to_string(count - 2) + " more";
-  return count ? " (read by " + nodes + ")" : "";
-}
+    }
+  }
+
+  /// " (read by node 3 ('fc', Gemm))", or "" if no node reads `name`.
+  std::string of(const std::string& name) const {
+    const auto it = nodes_.find(name);
+    if (it == nodes_.end()) return "";
+    std::string text;
+    for (int i : it->second.first)
+      text += std::string(text.empty() ? "" : ", ") + "node " + std::to_string(i) + " ('" + graph_.node(i).name() +
+              "', " + graph_.node(i).op_type() + ")";
+    if (it->second.second > 2) text += " and " + std::to_string(it->second.second - 2) + " more";
+    return " (read by " + text + ")";
+  }
+
+ private:
+  const onnx::GraphProto& graph_;
+  std::unordered_map<std::string, std::pair<std::vector<int>, int>> nodes_;  ///< first two readers, and how many
+};
 
 /// Reads the external data of `t` from the directory `base`: its size is
 /// checked against the file and the memory guard before it is read.
@@ -425,8 +443,9 @@ onnx::ModelProto load_model(const std::string& path) {
   const auto slash = path.find_last_of('/');
   const std::string base = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   auto& graph = *model.mutable_graph();
+  const Readers readers(graph);
   for (auto& t : *graph.mutable_initializer())
-    if (t.data_location() == onnx::TensorProto::EXTERNAL) load_external(t, base, path, readers_of(graph, t.name()));
+    if (t.data_location() == onnx::TensorProto::EXTERNAL) load_external(t, base, path, readers.of(t.name()));
   for (int i = 0; i < graph.node_size(); ++i)
     for (auto& a : *graph.mutable_node(i)->mutable_attribute())
       if (a.has_t() && a.t().data_location() == onnx::TensorProto::EXTERNAL) {
@@ -449,10 +468,11 @@ Graph read(const onnx::ModelProto& model, onnx::ModelProto* owned) {
   if (g.sparse_initializer_size() > 0)
     throw conversion_error("the model has sparse initializers ('" + g.sparse_initializer(0).values().name() +
                            "', ...); convmat-onnx reads dense ones");
+  const Readers readers(g);
   for (int i = 0; i < g.initializer_size(); ++i) {
     const auto& init = g.initializer(i);
     auto* mine = owned ? owned->mutable_graph()->mutable_initializer(i) : nullptr;
-    graph.initializers[init.name()] = decode(init, "initializer '" + init.name() + "'", readers_of(g, init.name()),
+    graph.initializers[init.name()] = decode(init, "initializer '" + init.name() + "'", readers.of(init.name()),
                                              mine && init.has_raw_data() ? mine->mutable_raw_data() : nullptr);
     if (mine) onnx::TensorProto().Swap(mine);  // frees what is left of its storage
   }

@@ -8,8 +8,6 @@ whose dense T does not fit, SparseLinear holds T as a torch sparse CSR
 tensor and is called the same way.
 """
 
-from . import _convmat
-
 
 def _torch():
     import torch  # the caller has a torch layer or asked for a torch module
@@ -84,12 +82,11 @@ def to_linear(layer, sparse, dense_matrix, csr_matrix, bias_vector):
     `csr_matrix()` (torch tensors over the library's buffers), the bias from
     `bias_vector()` or None for a layer without one."""
     torch = _torch()
-    sizes = _convmat.sizes(layer.shape, layer.dtype)
-    rows, cols = sizes["rows"], sizes["cols"]
     bias = None if layer.bias is None else bias_vector()
     if sparse:
         return sparse_linear_class()(csr_matrix(), bias)
     weight = dense_matrix()
+    rows, cols = weight.shape
     linear = torch.nn.Linear(cols, rows, bias=bias is not None, device="meta")  # no init of memory we replace
     linear.weight = torch.nn.Parameter(weight)  # T itself, not a copy
     if bias is not None:
