@@ -18,9 +18,8 @@ namespace {
 /// max_dense_bytes() since `dims` may come from the model's numbers.
 Tensor sized(const Node& n, Shape dims, int type) {
   const Index count = numel(dims, n.where() + ": the result");
-  if (static_cast<double>(count) * sizeof(double) > static_cast<double>(max_dense_bytes()))
-    detail::fail_memory("the constant of shape ", to_string(dims), " would take ", count * 8,
-                        " bytes, more than max_dense_bytes() = ", max_dense_bytes());
+  const std::string what = n.where() + ": the constant of shape " + to_string(dims);
+  detail::check_dense_size(count, 1, sizeof(double), what.c_str(), "the model's shape arithmetic asks for it");
   Tensor t;
   t.dims = std::move(dims);
   t.type = type;

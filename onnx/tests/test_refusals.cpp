@@ -393,6 +393,22 @@ TEST_CASE("a composed map beyond max_dense_bytes() is a memory_limit_error namin
   }
   check_message(past_int64, {"node 0 ('the_node', Pad): a selection of 1152934698793566258 x 50 would have",
                              "(more than 2^63 bytes in memory)"});
+
+  // A folded constant of 2^60 values: its byte count was 2^60 * 8 in
+  // Index, which overflows (fuzz_onnx:
+  // tests/fuzz/corpus/onnx/regression_constant_bytes_past_int64).
+  ModelBuilder huge({1, 4});
+  huge.integers("s", {std::int64_t{1} << 60});
+  huge.node("ConstantOfShape", {"s"}, {"c"}, "huge_constant");
+  huge.node("Add", {"x", "c"}, {"y"});
+  std::string constant;
+  try {
+    (void)mlp::from_onnx(huge.build());
+  } catch (const convmat::memory_limit_error& e) {
+    constant = e.what();
+  }
+  check_message(constant, {"node 0 ('huge_constant', ConstantOfShape): the constant of shape (1152921504606846976) would be",
+                           "entries of 8 bytes, more than max_dense_bytes()"});
 }
 
 TEST_CASE("the remaining refusals, one model each", "[onnx][errors]") {
