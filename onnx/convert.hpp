@@ -2,12 +2,13 @@
 // SPDX-License-Identifier: MIT
 //
 // convmat-onnx: a CNN in ONNX to its fully-connected form, an ONNX model of
-// Gemm and Relu nodes only (or one Matrix Market file per layer). Every
-// tensor computed from the input is an affine map of the outputs of the
-// ReLU layers before it; linear operators compose onto those maps with
-// convmat's layer matrices, piecewise-linear ones (Relu, MaxPool, Clip,
-// PRelu, ...) add ReLU units, and values that must cross a ReLU layer
-// unchanged are carried through it. The job has three steps, each callable
+// Gemm layers each followed by at most one activation (or one Matrix Market
+// file per layer). Every tensor computed from the input is an affine map of
+// the outputs of the activation layers before it; linear operators compose
+// onto those maps with convmat's layer matrices, piecewise-linear ones
+// (Relu, MaxPool, Clip, PRelu, ...) add ReLU units, curved elementwise ones
+// (Sigmoid, Tanh, Elu, ...) add a layer of their own, and values that must
+// cross a ReLU layer unchanged are carried through it. The job has three steps, each callable
 // and testable alone:
 //
 //     bytes --parse_model / load_model--> onnx::ModelProto
@@ -69,12 +70,46 @@ class Matrix : public convmat::SparseMatrix<double, int> {
   }
 };
 
-/// One layer of the fully-connected form: y = matrix * x + bias, then a
-/// ReLU if `relu`.
+/// What follows a layer's Gemm: nothing, an elementwise function (ONNX's
+/// operator of that name, with its attributes), or Softmax / LogSoftmax
+/// over the layer's whole output (the last layer only).
+struct Activation {
+  enum class Kind { none, relu, sigmoid, tanh, softplus, softsign, elu, selu, celu, hard_swish, exp, erf, softmax, log_softmax };
+  Kind kind = Kind::none;
+  double alpha = 0;  ///< Elu, Celu: alpha; Selu: alpha
+  double gamma = 0;  ///< Selu: gamma
+
+  static Activation relu() { return {Kind::relu}; }
+
+  /// ONNX's operator ("Relu", "Elu", ...), "" for none.
+  std::string_view onnx_name() const;
+  /// The smallest ONNX opset that has the operator (13 at least, what
+  /// convmat-onnx writes): HardSwish needs 14.
+  int opset() const;
+  /// `argument` under the activation, for people: "relu(T x + b)",
+  /// "elu(T x + b; alpha = 0.5)", "T x + b" for none.
+  std::string formula(const std::string& argument) const;
+  /// Whether its outputs are never negative (Relu, Sigmoid, Softplus, Exp,
+  /// Softmax): they then cross a later ReLU layer as themselves.
+  bool never_negative() const;
+  /// Whether it acts on each value alone (all but Softmax and LogSoftmax).
+  bool elementwise() const;
+  /// The elementwise function at v, in double (as ONNX defines it).
+  double operator()(double v) const;
+  /// Applies it to every column (one sample per column) in place.
+  void apply(Eigen::MatrixXd& columns) const;
+
+  friend bool operator==(const Activation& a, const Activation& b) {
+    return a.kind == b.kind && a.alpha == b.alpha && a.gamma == b.gamma;
+  }
+  friend bool operator!=(const Activation& a, const Activation& b) { return !(a == b); }
+};
+
+/// One layer of the fully-connected form: y = activation(matrix * x + bias).
 struct DenseLayer {
   Matrix matrix;
   Eigen::VectorXd bias;
-  bool relu = false;
+  Activation activation;
 };
 
 /// A network in fully-connected form. Inputs and outputs are the original
@@ -121,21 +156,30 @@ onnx::ModelProto load_model(const std::string& path);
 
 // ---- step 2: lower ---------------------------------------------------------
 
+/// How lower() may build the network.
+struct LowerOptions {
+  /// Refuse curved activations (Sigmoid, Tanh, ...) and a final Softmax,
+  /// so every layer is Gemm, or Gemm + Relu: for tools that read nothing
+  /// else (convmat-onnx --relu-only).
+  bool relu_only = false;
+};
+
 /// The fully-connected form of a graph read by read_graph (step 2). Each
 /// constant and each intermediate map is released after the last node that
 /// reads it: pass the graph as an rvalue to let its weights go too.
-Network lower(Graph graph);
+Network lower(Graph graph, const LowerOptions& options = {});
 
 /// read_graph then lower: the fully-connected form of an ONNX model with
 /// one input and one output.
-Network from_onnx(const onnx::ModelProto& model);
+Network from_onnx(const onnx::ModelProto& model, const LowerOptions& options = {});
 /// The same, releasing the model's weights as they are read (the model is
 /// left with empty initializers): what the convmat-onnx command does.
-Network from_onnx(onnx::ModelProto&& model);
+Network from_onnx(onnx::ModelProto&& model, const LowerOptions& options = {});
 
 // ---- step 3: write ---------------------------------------------------------
 
-/// An ONNX model (opset 13) of Gemm and Relu nodes only, float32, computing
+/// An ONNX model (opset 13, 14 with HardSwish) of Gemm nodes, each followed
+/// by its layer's activation node, float32, computing
 /// `network`: input (N, input numel), output (N, output numel), every
 /// weight embedded. conversion_error if the weights exceed what one
 /// protobuf message holds (use write_onnx, which moves them to external

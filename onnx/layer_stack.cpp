@@ -1,7 +1,7 @@
 // convmat — the matrix of a convolution layer.
 // SPDX-License-Identifier: MIT
 //
-// The ReLU layers of the fully-connected form as they are built: rows
+// The activation layers of the fully-connected form as they are built: rows
 // appended to any layer at any time (parallel branches share a layer),
 // slots carried from one level to the next on demand and once, and at the
 // end the pruning of what nothing reads.
@@ -125,12 +125,18 @@ bool is_identity(const Affine& map) {
 
 LayerStack::LayerStack(Index inputs) : widths_{inputs} {}
 
-Index LayerStack::append(int level, Affine rows) {
+Index LayerStack::append(int level, Affine rows, const Activation& a) {
   if (level < 0 || level > top()) throw std::logic_error("convmat-onnx: no level " + std::to_string(level));
   if (level == top()) {
     widths_.push_back(0);
     layers_.emplace_back();
+    layers_.back().activation = a;
     carried_.emplace_back();
+  } else if (activation(level) != a) {
+    throw placement_error("its " + std::string(a.onnx_name()) + " would share layer " + std::to_string(level) +
+                          " with a " + std::string(activation(level).onnx_name()) +
+                          " (it reads a value computed before that layer: a parallel branch or a skip "
+                          "connection), but each layer of the fully-connected form has one activation");
   }
   const auto next = static_cast<std::size_t>(level) + 1;
   const Index first = widths_[next];
@@ -140,20 +146,27 @@ Index LayerStack::append(int level, Affine rows) {
   return first;
 }
 
-Affine LayerStack::relu(int level, Affine pre) {
+Affine LayerStack::activate(int level, Affine pre, const Activation& a) {
   const Index rows = pre.matrix.rows();
-  const Index first = append(level, std::move(pre));
+  const Index first = append(level, std::move(pre), a);
   return linear_map(selection(rows, width(level + 1), [first](Index r) { return first + r; }));
 }
 
 Affine LayerStack::lift(const Affine& map, int level, bool nonneg) {
+  if (level < top() && activation(level) != Activation::relu())
+    throw placement_error("a value computed before layer " + std::to_string(level) + "'s " +
+                          std::string(activation(level).onnx_name()) +
+                          " is read after it (a skip connection, or branches joining): only a ReLU layer carries "
+                          "values unchanged, so no chain of Gemm layers each followed by one activation computes "
+                          "this network");
   const auto reads = columns_read(map.matrix, map.matrix.cols());
-  if (level == top()) append(level, Affine{Matrix(0, width(level)), Eigen::VectorXd()});  // opens level + 1
+  if (level == top()) append(level, Affine{Matrix(0, width(level)), Eigen::VectorXd()}, Activation::relu());  // opens level + 1
   auto& carried = carried_[static_cast<std::size_t>(level)];
   std::vector<Index> missing;
   for (Index slot : reads)
     if (!carried.count(slot)) missing.push_back(slot);
-  const Index rows_per_slot = level == 0 ? 2 : 1;  // the input's slots may be negative
+  const bool signed_slots = may_be_negative(level);  // the input's, a Tanh's: relu(x) and relu(-x)
+  const Index rows_per_slot = signed_slots ? 2 : 1;
   const Index by_slots = static_cast<Index>(missing.size()) * rows_per_slot;
   const Index by_value = map.matrix.rows() * (nonneg ? 1 : 2);
 
@@ -173,40 +186,41 @@ Affine LayerStack::lift(const Affine& map, int level, bool nonneg) {
     std::vector<Eigen::Triplet<double>> entries;
     for (Index j = 0; j < m; ++j) {
       entries.emplace_back(static_cast<int>(j * rows_per_slot), static_cast<int>(missing[static_cast<std::size_t>(j)]), 1.0);
-      if (level == 0)
+      if (signed_slots)
         entries.emplace_back(static_cast<int>(j * 2 + 1), static_cast<int>(missing[static_cast<std::size_t>(j)]), -1.0);
     }
     rows.setFromTriplets(entries.begin(), entries.end());
-    const Index first = append(level, linear_map(std::move(rows)));
+    const Index first = append(level, linear_map(std::move(rows)), Activation::relu());
     for (Index j = 0; j < m; ++j) carried[missing[static_cast<std::size_t>(j)]] = first + j * rows_per_slot;
   }
-  // The slots of level + 1 that hold what `map` reads: x = relu(x) (- relu(-x) for the input).
+  // The slots of level + 1 that hold what `map` reads: x = relu(x) (- relu(-x) where it may be negative).
   std::vector<Eigen::Triplet<double>> entries;
   for (Index slot : reads) {
     const Index to = carried.at(slot);
     entries.emplace_back(static_cast<int>(slot), static_cast<int>(to), 1.0);
-    if (level == 0) entries.emplace_back(static_cast<int>(slot), static_cast<int>(to + 1), -1.0);
+    if (signed_slots) entries.emplace_back(static_cast<int>(slot), static_cast<int>(to + 1), -1.0);
   }
   Matrix carry(map.matrix.cols(), width(level + 1));
   carry.setFromTriplets(entries.begin(), entries.end());
   return Affine{map.matrix * carry, map.bias};
 }
 
-std::vector<DenseLayer> LayerStack::finish(Affine output, int level) {
+std::vector<DenseLayer> LayerStack::finish(Affine output, int level, const Activation& final_activation) {
   const auto depth = static_cast<std::size_t>(level);
   std::vector<Affine> maps;  // maps[L]: level L -> L + 1, then the output
   for (std::size_t l = 0; l < depth; ++l) maps.push_back(stack_rows(std::move(layers_[l].blocks), widths_[l]));
   maps.push_back(widen(std::move(output), widths_[depth]));
 
-  // A row with no entries is the constant relu(b): fold it into what reads it.
+  // A row with no entries is the constant a(b): fold it into what reads it.
   for (std::size_t l = 1; l <= depth; ++l) {
     const Affine& below = maps[l - 1];
+    const Activation& a = layers_[l - 1].activation;
     Eigen::VectorXd constant = Eigen::VectorXd::Zero(below.matrix.rows());
     std::vector<char> is_constant(static_cast<std::size_t>(below.matrix.rows()), 0);
     bool any = false;
     for (Index r = 0; r < below.matrix.rows(); ++r)
       if (!Matrix::InnerIterator(below.matrix, r)) {
-        constant(r) = std::max(below.bias(r), 0.0);
+        constant(r) = a(below.bias(r));
         is_constant[static_cast<std::size_t>(r)] = 1;
         any = true;
       }
@@ -223,7 +237,7 @@ std::vector<DenseLayer> LayerStack::finish(Affine output, int level) {
   for (std::size_t l = depth; l-- > 1;) keep[l] = columns_read(maps[l].matrix, keep[l + 1]);
   for (std::size_t l = 1; l <= depth; ++l)
     if (keep[l].empty())  // the output is a constant: one Gemm of zeros
-      return {DenseLayer{Matrix(maps[depth].matrix.rows(), widths_[0]), maps[depth].bias, false}};
+      return {DenseLayer{Matrix(maps[depth].matrix.rows(), widths_[0]), maps[depth].bias, final_activation}};
   keep[0].resize(static_cast<std::size_t>(widths_[0]));
   for (Index i = 0; i < widths_[0]; ++i) keep[0][static_cast<std::size_t>(i)] = i;
 
@@ -231,19 +245,20 @@ std::vector<DenseLayer> LayerStack::finish(Affine output, int level) {
   for (std::size_t l = 0; l < depth; ++l) {
     Affine kept = restrict(std::move(maps[l]), keep[l + 1], keep[l]);
     maps[l] = Affine{};
-    layers.push_back(DenseLayer{std::move(kept.matrix), std::move(kept.bias), true});
+    layers.push_back(DenseLayer{std::move(kept.matrix), std::move(kept.bias), layers_[l].activation});
   }
   std::vector<Index> all_rows(static_cast<std::size_t>(maps[depth].matrix.rows()));
   for (std::size_t r = 0; r < all_rows.size(); ++r) all_rows[r] = static_cast<Index>(r);
-  Affine last = restrict(std::move(maps[depth]), all_rows, keep[depth]);
-  if (depth > 0 && is_identity(last)) return layers;  // the output is the last ReLU layer
-  if (depth > 0 && is_permutation(last)) {  // the output is the last ReLU layer's slots, reordered
-    auto& top_layer = layers.back();
-    top_layer.matrix = last.matrix * top_layer.matrix;
-    top_layer.bias = last.matrix * top_layer.bias;
+  Affine out = restrict(std::move(maps[depth]), all_rows, keep[depth]);
+  const bool plain = final_activation.kind == Activation::Kind::none;
+  if (plain && depth > 0 && is_identity(out)) return layers;  // the output is the last layer
+  if (plain && depth > 0 && is_permutation(out)) {  // the output is the last layer's slots, reordered
+    auto& top_layer = layers.back();  // (an elementwise activation commutes with the reordering)
+    top_layer.matrix = out.matrix * top_layer.matrix;
+    top_layer.bias = out.matrix * top_layer.bias;
     return layers;
   }
-  layers.push_back(DenseLayer{std::move(last.matrix), std::move(last.bias), false});
+  layers.push_back(DenseLayer{std::move(out.matrix), std::move(out.bias), final_activation});
   return layers;
 }
 

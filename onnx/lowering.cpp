@@ -212,8 +212,8 @@ Window read_window(const Node& node, int rank, const std::vector<Index>& kernel,
 
 // ---- the lowering ------------------------------------------------------------
 
-Lowering::Lowering(Graph graph)
-    : graph_(std::move(graph)), stack_(numel(graph_.input_shape, "the input")) {}
+Lowering::Lowering(Graph graph, LowerOptions options)
+    : graph_(std::move(graph)), options_(options), stack_(numel(graph_.input_shape, "the input")) {}
 
 const Tensor& Lowering::constant(const Node& node, std::size_t i) const {
   const Tensor& t = stored_constant(node, i);
@@ -306,6 +306,29 @@ Value Lowering::relu(Affine pre, int level, Shape shape) {
   return Value{std::move(shape), level + 1, stack_.relu(level, widen(std::move(pre), stack_.width(level))), true};
 }
 
+Value Lowering::activate(const Node& node, const Value& v, const Activation& a) {
+  if (options_.relu_only)
+    node.fail("operator " + node.op + " is refused by --relu-only (relu_only): the fully-connected form would "
+              "have a " + node.op + " layer");
+  int level = v.level;  // the first layer from v's level that has `a`, or a new one
+  while (level < stack_.top() && stack_.activation(level) != a) ++level;
+  Affine pre = at(v, level);  // carried through the ReLU layers between: placement_error across others
+  return Value{v.shape, level + 1, stack_.activate(level, std::move(pre), a), a.never_negative()};
+}
+
+void Lowering::finish_with(const Node& node, const Activation& a) {
+  if (options_.relu_only)
+    node.fail("operator " + node.op + " is refused by --relu-only (relu_only): the last Gemm would be followed by it");
+  const auto readers = readers_.find(node.outputs.empty() ? std::string() : node.outputs[0]);
+  if (node.outputs.empty() || node.outputs[0] != graph_.output_name || readers == readers_.end() || readers->second != 1)
+    node.fail(node.op + " is taken only as the network's last node, whose output is the model's: it acts on the "
+              "last Gemm's output as a whole, so nothing can follow it");
+  const Value& v = value(node, 0);
+  Value out{v.shape, v.level, take(node, 0), a.never_negative()};
+  set(node, 0, std::move(out));
+  final_activation_ = a;
+}
+
 int Lowering::common_level(const std::vector<const Value*>& values) {
   int level = 0;
   for (const auto* v : values) level = std::max(level, v->level);
@@ -375,6 +398,8 @@ Network Lowering::run() {
       throw memory_limit_error(node.where() + ": " + without_prefix(e.what()));
     } catch (const spec_error& e) {
       throw conversion_error(node.where() + ": " + without_prefix(e.what()));
+    } catch (const placement_error& e) {
+      node.fail(e.what());
     }
     for (const auto& name : names_read(node))
       if (--readers_[name] == 0) constants_.erase(name), values_.erase(name);
@@ -393,7 +418,7 @@ Network Lowering::run() {
   network.output_name = graph_.output_name;
   network.input_shape = graph_.input_shape;
   network.output_shape = out.shape;
-  network.layers = stack_.finish(widen(std::move(out.map), stack_.width(out.level)), out.level);
+  network.layers = stack_.finish(widen(std::move(out.map), stack_.width(out.level)), out.level, final_activation_);
   return network;
 }
 
@@ -445,13 +470,14 @@ const OperatorEntry* find_folder(const std::string& op) { return find_in(constan
 const char* refusal_reason(const std::string& op) {
   static const std::map<std::string, const char*> reasons = [] {
     std::map<std::string, const char*> r;
-    const char* curved = "it is not piecewise linear, so no network of Gemm and Relu computes it exactly";
-    for (const char* name : {"Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Exp", "Log", "Sqrt", "Pow", "Erf", "Gelu",
-                             "Softplus", "Softsign", "Elu", "Selu", "Celu", "HardSwish", "Mish", "Sin", "Cos", "Tan",
-                             "Reciprocal", "Hardmax", "ThresholdedRelu", "Shrink", "LpPool", "LpNormalization",
-                             "ReduceLogSumExp", "ReduceL2", "ReduceSumSquare", "ReduceProd", "Einsum"})
+    const char* curved =
+        "it is not piecewise linear, and not one of the activations a layer of the fully-connected form may end "
+        "with (--list-operators), so no network of Gemm layers and activations computes it exactly";
+    for (const char* name : {"Log", "Sqrt", "Pow", "Gelu", "Mish", "Sin", "Cos", "Tan", "Reciprocal", "Hardmax",
+                             "ThresholdedRelu", "Shrink", "LpPool", "LpNormalization", "ReduceLogSumExp", "ReduceL2",
+                             "ReduceSumSquare", "ReduceProd", "Einsum"})
       r[name] = curved;
-    const char* jumps = "it is not continuous, so no network of Gemm and Relu computes it exactly";
+    const char* jumps = "it is not continuous, so no network of Gemm layers and activations computes it exactly";
     for (const char* name : {"Floor", "Ceil", "Round", "Sign", "IsNaN", "IsInf", "QuantizeLinear", "DequantizeLinear"})
       r[name] = jumps;
     const char* decisions =
@@ -492,36 +518,14 @@ std::string supported_operator_names() {
   return names;
 }
 
-Network lower(Graph graph) { return Lowering(std::move(graph)).run(); }
+Network lower(Graph graph, const LowerOptions& options) { return Lowering(std::move(graph), options).run(); }
 
-Network from_onnx(const onnx::ModelProto& model) { return lower(read_graph(model)); }
-
-Network from_onnx(onnx::ModelProto&& model) { return lower(read_graph(std::move(model))); }
-
-// ---- the network ---------------------------------------------------------------
-
-Eigen::MatrixXd Network::operator()(const Eigen::MatrixXd& x) const {
-  Eigen::MatrixXd y = x;
-  for (const auto& layer : layers) {
-    Eigen::MatrixXd next = layer.matrix * y;
-    next.colwise() += layer.bias;
-    if (layer.relu) next = next.cwiseMax(0.0);
-    y = std::move(next);
-  }
-  return y;
+Network from_onnx(const onnx::ModelProto& model, const LowerOptions& options) {
+  return lower(read_graph(model), options);
 }
 
-std::size_t Network::nonzeros() const {
-  std::size_t n = 0;
-  for (const auto& layer : layers) n += static_cast<std::size_t>(layer.matrix.nonZeros());
-  return n;
-}
-
-std::size_t Network::dense_bytes() const {
-  std::size_t n = 0;
-  for (const auto& layer : layers)
-    n += static_cast<std::size_t>(layer.matrix.rows()) * static_cast<std::size_t>(layer.matrix.cols() + 1) * sizeof(float);
-  return n;
+Network from_onnx(onnx::ModelProto&& model, const LowerOptions& options) {
+  return lower(read_graph(std::move(model)), options);
 }
 
 }  // namespace convmat::mlp

@@ -93,7 +93,15 @@ struct Value {
   Index numel() const { return map.matrix.rows(); }
 };
 
-/// The ReLU layers being built, level by level.
+/// Thrown by LayerStack when a value would have to cross a layer whose
+/// activation is not a ReLU, or share one with another activation; the
+/// Lowering names the node.
+class placement_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The activation layers being built, level by level.
 class LayerStack {
  public:
   explicit LayerStack(Index inputs);
@@ -103,36 +111,49 @@ class LayerStack {
   /// The slots of `level`: input values (level 0) or ReLU outputs.
   Index width(int level) const { return widths_.at(static_cast<std::size_t>(level)); }
 
-  /// Appends the rows relu(pre) to ReLU layer `level` (pre is a map of
-  /// level `level`) and returns the map of level + 1 that selects them.
-  Affine relu(int level, Affine pre);
+  /// The activation of layer `level` (level < top()).
+  const Activation& activation(int level) const { return layers_.at(static_cast<std::size_t>(level)).activation; }
+  /// Whether the slots of `level` may be negative: the input's, or the
+  /// outputs of a layer whose activation may be (Tanh, Elu, ...).
+  bool may_be_negative(int level) const { return level == 0 || !activation(level - 1).never_negative(); }
+
+  /// Appends the rows a(pre) to layer `level` (pre is a map of level
+  /// `level`) and returns the map of level + 1 that selects them. At the
+  /// top, this opens a layer of `a`; a layer below with another activation
+  /// is a placement_error.
+  Affine activate(int level, Affine pre, const Activation& a);
+  Affine relu(int level, Affine pre) { return activate(level, std::move(pre), Activation::relu()); }
 
   /// `map`, a map of `level`, as a map of level + 1. It reads some slots
   /// of `level`: carried through layer `level` (once for all values that
-  /// read them: one row each, two for the input's signed slots), or `map`
-  /// itself is carried (one row per value if `nonneg`, else relu(v) and
-  /// relu(-v)), whichever adds fewer rows.
+  /// read them: one row each, two where the slots may be negative), or
+  /// `map` itself is carried (one row per value if `nonneg`, else relu(v)
+  /// and relu(-v)), whichever adds fewer rows. Only a ReLU layer carries:
+  /// across any other, placement_error.
   Affine lift(const Affine& map, int level, bool nonneg);
 
-  /// The finished layers computing `output` (a map of `level`): slots that
-  /// nothing reads are dropped, ReLU rows that are constant are folded into
-  /// the next layer's bias, and when `output` selects a ReLU layer's slots
-  /// exactly, no Gemm follows that layer.
-  std::vector<DenseLayer> finish(Affine output, int level);
+  /// The finished layers computing `output` (a map of `level`), the last
+  /// followed by `final_activation` (none, Softmax or LogSoftmax): slots that nothing
+  /// reads are dropped, rows that are constant are folded into the next
+  /// layer's bias, and when `output` selects a layer's slots exactly (and
+  /// `final_activation` is none), no Gemm follows that layer.
+  std::vector<DenseLayer> finish(Affine output, int level, const Activation& final_activation = {});
 
  private:
   /// Rows appended to a layer, in blocks (matrix columns: the width of its
   /// level when appended).
   struct Layer {
     std::vector<Affine> blocks;
+    Activation activation = Activation::relu();
   };
   std::vector<Index> widths_;   ///< widths_[L]: slots of level L
   std::vector<Layer> layers_;   ///< layers_[L]: level L -> level L + 1
   /// carried_[L][slot of L] = its slot in L + 1 (level 0: relu(x), then relu(-x)).
   std::vector<std::unordered_map<Index, Index>> carried_;
 
-  /// Appends `rows` to layer `level`; returns the first new slot of level + 1.
-  Index append(int level, Affine rows);
+  /// Appends `rows` to layer `level` (of activation `a`); returns the
+  /// first new slot of level + 1.
+  Index append(int level, Affine rows, const Activation& a);
 };
 
 /// Step 2's state: the constants and values by name, the layer stack, and
@@ -140,7 +161,7 @@ class LayerStack {
 /// their outputs through it.
 class Lowering {
  public:
-  explicit Lowering(Graph graph);
+  explicit Lowering(Graph graph, LowerOptions options = {});
 
   /// Lowers every node the output depends on (the others, dead branches,
   /// are skipped), releasing each constant and value after the last node
@@ -196,12 +217,26 @@ class Lowering {
   /// relu(pre), pre a map of `level`: a value of level + 1.
   Value relu(Affine pre, int level, Shape shape);
 
+  /// a(v) for a curved elementwise activation `a`: in the first layer from
+  /// v's level on that has activation `a` or is new, v carried up to it
+  /// through the ReLU layers between (placement_error across any other).
+  /// conversion_error naming `node` with LowerOptions::relu_only.
+  Value activate(const Node& node, const Value& v, const Activation& a);
+
+  /// Marks `node`'s output, the graph's, as `a` (Softmax, LogSoftmax) of
+  /// its input: the last Gemm is followed by it.
+  void finish_with(const Node& node, const Activation& a);
+
+  const LowerOptions& options() const { return options_; }
+
   /// The latest level of `values`: where an operator combining them works.
   static int common_level(const std::vector<const Value*>& values);
 
  private:
   Graph graph_;
+  LowerOptions options_;
   LayerStack stack_;
+  Activation final_activation_;  ///< after the last Gemm (finish_with)
   mutable std::map<std::string, Tensor> constants_;  ///< mutable: decoded when first read
   std::map<std::string, Value> values_;
   std::map<std::string, std::string> unavailable_;  ///< output name -> why
@@ -254,8 +289,9 @@ const OperatorEntry* find_folder(const std::string& op);
 /// The operator function for `op`, or nullptr.
 const OperatorEntry* find_operator(const std::string& op);
 
-/// Why `op` has no exact Gemm + Relu form, if convmat-onnx knows it
-/// (Sigmoid: "it is not piecewise linear"), else nullptr.
+/// Why `op` has no exact form of Gemm layers and activations, if
+/// convmat-onnx knows it (Sin: "it is neither piecewise linear nor an
+/// activation of its own input"), else nullptr.
 const char* refusal_reason(const std::string& op);
 
 // ---- shared by the operator functions -------------------------------------

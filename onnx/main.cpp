@@ -1,7 +1,7 @@
 // convmat — the matrix of a convolution layer.
 // SPDX-License-Identifier: MIT
 //
-// convmat-onnx in.onnx out.onnx            the fully-connected form (Gemm + Relu)
+// convmat-onnx in.onnx out.onnx            the fully-connected form (Gemm + activation)
 // convmat-onnx --sparse in.onnx PREFIX     one Matrix Market file per layer,
 //                                          PREFIX.layerK.mtx, sizes shown first
 // convmat-onnx --list-operators            what it takes, and how each is lowered
@@ -27,7 +27,7 @@ namespace {
 namespace mlp = convmat::mlp;
 
 struct Options {
-  bool help = false, sparse = false, external_data = false, list_operators = false;
+  bool help = false, sparse = false, external_data = false, list_operators = false, relu_only = false;
   std::optional<std::size_t> max_bytes;
   std::string input, output;
 };
@@ -37,12 +37,14 @@ struct usage_error : std::runtime_error {
 };
 
 void usage(std::ostream& os) {
-  os << "usage: convmat-onnx [--sparse] [--external-data] [--max-bytes SIZE] in.onnx out\n"
+  os << "usage: convmat-onnx [--sparse] [--external-data] [--relu-only] [--max-bytes SIZE] in.onnx out\n"
         "       convmat-onnx --list-operators\n"
-        "  Writes the fully-connected form of a CNN: an ONNX model of Gemm and Relu nodes\n"
+        "  Writes the fully-connected form of a CNN: an ONNX model of Gemm nodes, each followed\n"
+        "  by at most one activation (Relu; Sigmoid, Tanh, ... where the model has them; Softmax last)\n"
         "  (input and output flattened per sample; weights past 2 GiB, or all with\n"
         "  --external-data, in the file out + \".data\" beside it: ONNX's external data), or with --sparse\n"
         "  one Matrix Market file per layer, out.layerK.mtx, holding [T b].\n"
+        "  --relu-only       refuse curved activations and Softmax: Gemm and Relu nodes only\n"
         "  --max-bytes SIZE  the most memory one weight or one composed map may take, like\n"
         "                    8G, 1.5G or none (default: half of this machine's memory)\n"
         "  Takes: "
@@ -63,6 +65,7 @@ Options parse(int argc, char** argv) {
     if (arg == "--sparse") o.sparse = true;
     else if (arg == "--external-data") o.external_data = true;
     else if (arg == "--list-operators") o.list_operators = true;
+    else if (arg == "--relu-only") o.relu_only = true;
     else if (arg == "--max-bytes" && i + 1 < argc) o.max_bytes = parse_bytes(argv[++i]);
     else if (arg == "--help" || arg == "-h") o.help = true;
     else if (arg.rfind("-", 0) == 0) throw usage_error("unknown option '" + arg + "'");
@@ -81,11 +84,13 @@ int list_operators() {
   return 0;
 }
 
-/// One line per layer: its Gemm's shape, ReLU, non-zeros and dense bytes.
+/// One line per layer: its Gemm's shape, activation, non-zeros and dense bytes.
 void print_layer(const mlp::DenseLayer& layer, std::size_t index) {
+  const std::string_view name = layer.activation.onnx_name();
+  const std::string activation_text = name.empty() ? "" : " + " + std::string(name);
   const auto dense = static_cast<std::size_t>(layer.matrix.rows()) * static_cast<std::size_t>(layer.matrix.cols() + 1) * sizeof(float);
   std::cout << "  layer " << index << ": Gemm " << layer.matrix.rows() << " x " << layer.matrix.cols()
-            << (layer.relu ? " + Relu" : "       ") << ", " << layer.matrix.nonZeros() << " non-zeros, " << dense
+            << std::left << std::setw(7) << activation_text << std::right << ", " << layer.matrix.nonZeros() << " non-zeros, " << dense
             << " bytes dense";
 }
 
@@ -138,7 +143,9 @@ int convert(const Options& o) {
   stage = "reading the model";
   auto model = mlp::load_model(o.input);
   stage = "converting the model";
-  const auto network = mlp::from_onnx(std::move(model));
+  mlp::LowerOptions lower;
+  lower.relu_only = o.relu_only;
+  const auto network = mlp::from_onnx(std::move(model), lower);
   stage = "writing the model";
   std::cout << o.input << ": " << network.layers.size() << " fully-connected layers, " << network.nonzeros()
             << " non-zeros\n";

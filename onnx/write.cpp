@@ -59,7 +59,21 @@ std::string dense_bias(const DenseLayer& layer) {
   return std::string(reinterpret_cast<const char*>(bias.data()), bias.size() * sizeof(float));
 }
 
-/// The Gemm/Relu graph; `fill(tensor, layer, is_bias)` sets each initializer's data.
+void set_attribute(onnx::NodeProto& node, const char* name, std::int64_t value) {
+  auto* a = node.add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(value);
+}
+
+void set_attribute(onnx::NodeProto& node, const char* name, double value) {
+  auto* a = node.add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(static_cast<float>(value));
+}
+
+/// The graph of Gemms and activations; `fill(tensor, layer, is_bias)` sets each initializer's data.
 onnx::ModelProto skeleton(const Network& network,
                           const std::function<void(onnx::TensorProto&, std::size_t, bool)>& fill) {
   if (network.layers.empty()) throw conversion_error("the network has no layers");
@@ -69,10 +83,13 @@ onnx::ModelProto skeleton(const Network& network,
   model.set_producer_version(CONVMAT_VERSION_STRING);
   auto* opset = model.add_opset_import();
   opset->set_domain("");
-  opset->set_version(13);
+  int version = 13;
+  for (const auto& layer : network.layers) version = std::max(version, layer.activation.opset());
+  opset->set_version(version);
   auto& graph = *model.mutable_graph();
   graph.set_name("convmat_fully_connected");
-  graph.set_doc_string("The fully-connected form of a CNN, made by convmat-onnx: Gemm and Relu only. "
+  graph.set_doc_string("The fully-connected form of a CNN, made by convmat-onnx: Gemm layers, each followed by "
+                       "at most one activation. "
                        "Input and output are the original tensors flattened in C order per sample.");
   set_type(*graph.add_input(), network.input_name, network.layers.front().matrix.cols());
   std::string previous = network.input_name;
@@ -94,19 +111,23 @@ onnx::ModelProto skeleton(const Network& network,
     gemm->add_input(previous);
     gemm->add_input("weight_" + id);
     gemm->add_input("bias_" + id);
-    previous = last && !layer.relu ? network.output_name : "gemm_" + id;
+    const Activation& a = layer.activation;
+    previous = last && a.kind == Activation::Kind::none ? network.output_name : "gemm_" + id;
     gemm->add_output(previous);
-    auto* trans_b = gemm->add_attribute();
-    trans_b->set_name("transB");
-    trans_b->set_type(onnx::AttributeProto::INT);
-    trans_b->set_i(1);
-    if (layer.relu) {
-      auto* relu = graph.add_node();
-      relu->set_op_type("Relu");
-      relu->set_name("relu_" + id);
-      relu->add_input(previous);
-      previous = last ? network.output_name : "relu_" + id;
-      relu->add_output(previous);
+    set_attribute(*gemm, "transB", std::int64_t{1});
+    if (a.kind != Activation::Kind::none) {
+      std::string name(a.onnx_name());
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      auto* node = graph.add_node();
+      node->set_op_type(std::string(a.onnx_name()));
+      node->set_name(name + "_" + id);
+      node->add_input(previous);
+      previous = last ? network.output_name : name + "_" + id;
+      node->add_output(previous);
+      if (a.kind == Activation::Kind::elu || a.kind == Activation::Kind::celu || a.kind == Activation::Kind::selu)
+        set_attribute(*node, "alpha", a.alpha);
+      if (a.kind == Activation::Kind::selu) set_attribute(*node, "gamma", a.gamma);
+      if (!a.elementwise()) set_attribute(*node, "axis", std::int64_t{1});
     }
   }
   set_type(*graph.add_output(), network.output_name, network.layers.back().matrix.rows());
@@ -239,7 +260,7 @@ std::string matrix_market(const Network& network, std::size_t index) {
   os.precision(9);
   os << "%%MatrixMarket matrix coordinate real general\n"
      << "% convmat-onnx layer " << index << " (layers 0 to " << network.layers.size() - 1 << "): y = "
-     << (layer.relu ? "relu(T x + b)" : "T x + b") << "; columns 1.." << layer.matrix.cols()
+     << layer.activation.formula("T x + b") << "; columns 1.." << layer.matrix.cols()
      << " are T, column " << layer.matrix.cols() + 1 << " is b\n";
   const Index bias_nonzeros = (layer.bias.array() != 0.0).count();
   os << layer.matrix.rows() << ' ' << layer.matrix.cols() + 1 << ' ' << layer.matrix.nonZeros() + bias_nonzeros

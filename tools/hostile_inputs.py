@@ -132,7 +132,7 @@ def cases():
         onnx("a Conv whose weight initializer is missing", "missing_initializer"),
         onnx("a weight whose raw data is shorter than its shape", "short_weight"),
         onnx("an initializer of shape (-3, 4)", "negative_dims"),
-        onnx("an unsupported operator (Softmax)", "softmax"),
+        onnx("an unsupported operator (Sin)", "sin"),
         onnx("a Conv with strides 0", "stride_zero"),
         onnx("an input of 1 x 100000 x 100000", "huge_input"),
         onnx("two inputs", "two_inputs"),
@@ -233,7 +233,7 @@ def make_models():
     conv_model("short_weight", initializers=[short])
     negative = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[-3, 4])
     conv_model("negative_dims", initializers=[negative])
-    conv_model("softmax", nodes=[helper.make_node("Softmax", ["x"], ["y"], name="softmax")])
+    conv_model("sin", nodes=[helper.make_node("Sin", ["x"], ["y"], name="sin")])
     conv_model("stride_zero", nodes=[helper.make_node("Conv", ["x", "w"], ["y"], strides=[0, 0], name="conv")])
     conv_model("huge_input", input_shape=(1, 1, 100000, 100000))
     # Conv2d(16, 16, 3, padding=1) on 32 x 32: a 16384 x 16384 Gemm, 1 GiB to write.

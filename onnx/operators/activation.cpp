@@ -6,6 +6,8 @@
 // lo + relu(v - lo) - relu(v - hi); HardSigmoid, a Clip of an affine map;
 // Abs as relu(v) + relu(-v); elementwise Max and Min through the MaxPool
 // tree. A value known never to be negative skips what it does not need.
+// The curved ones (Sigmoid, Tanh, Elu, ...) are kept, each a layer of its
+// own; Softmax and LogSoftmax follow the last Gemm.
 #include <cfloat>
 #include <cmath>
 #include <optional>
@@ -200,6 +202,44 @@ void lower_extremum(Lowering& l, const Node& n, double sign) {
 void lower_max(Lowering& l, const Node& n) { lower_extremum(l, n, 1.0); }
 void lower_min(Lowering& l, const Node& n) { lower_extremum(l, n, -1.0); }
 
+// ---- curved activations: a layer of their own -------------------------------
+
+template <Activation::Kind Kind>
+void lower_curved(Lowering& l, const Node& n) {
+  Activation a{Kind};
+  if (Kind == Activation::Kind::elu || Kind == Activation::Kind::celu) a.alpha = n.real("alpha", 1.0);
+  if (Kind == Activation::Kind::selu) {
+    a.alpha = n.real("alpha", 1.67326319217681884765625);
+    a.gamma = n.real("gamma", 1.05070102214813232421875);
+  }
+  if (Kind == Activation::Kind::celu && a.alpha == 0) n.fail_attribute("alpha", "is 0 (Celu divides by it)");
+  if (!std::isfinite(a.alpha) || !std::isfinite(a.gamma)) n.fail("alpha and gamma must be finite numbers");
+  l.set(n, 0, l.activate(n, l.value(n, 0), a));
+}
+
+/// Softmax, LogSoftmax: the last node, over every value of a sample. From
+/// opset 13 along one axis (the others of size 1), before along the
+/// flattened axes from `axis` on (axis 1).
+template <Activation::Kind Kind>
+void lower_softmax(Lowering& l, const Node& n) {
+  const Value& v = l.value(n, 0);
+  const auto rank = static_cast<std::int64_t>(v.shape.size()) + 1;  // with the batch
+  const std::int64_t opset = l.graph().opset;
+  std::int64_t axis = n.integer("axis", opset >= 13 ? -1 : 1);
+  if (axis < -rank || axis >= rank)
+    n.fail_attribute("axis", std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
+  if (axis < 0) axis += rank;
+  const bool whole = opset >= 13 ? axis >= 1 && numel(v.shape) == v.shape[static_cast<std::size_t>(axis - 1)]
+                                 : axis == 1;
+  if (!whole)
+    n.fail_attribute("axis", std::to_string(n.integer("axis", opset >= 13 ? -1 : 1)) + " on the input " +
+                                 to_string(v.shape) + " (N first) normalizes " +
+                                 (axis == 0 ? "across the batch" : "groups of a sample's values") +
+                                 "; convmat-onnx takes it over all of a sample's values, the last Gemm's output (" +
+                                 (opset >= 13 ? "Flatten first" : "axis 1") + ")");
+  l.finish_with(n, Activation{Kind});
+}
+
 }  // namespace
 
 const std::vector<OperatorEntry>& activation_operators() {
@@ -213,6 +253,20 @@ const std::vector<OperatorEntry>& activation_operators() {
       {"Abs", lower_abs, "relu(v) + relu(-v)"},
       {"Max", lower_max, "the MaxPool tree over the inputs (values and constants, broadcast)"},
       {"Min", lower_min, "-max(-a, -b, ...) by the same tree"},
+      {"Sigmoid", lower_curved<Activation::Kind::sigmoid>, "kept: a layer of Sigmoids after its Gemm"},
+      {"Tanh", lower_curved<Activation::Kind::tanh>, "kept: a layer of Tanhs after its Gemm"},
+      {"Softplus", lower_curved<Activation::Kind::softplus>, "kept: a layer of Softpluses after its Gemm"},
+      {"Softsign", lower_curved<Activation::Kind::softsign>, "kept: a layer of Softsigns after its Gemm"},
+      {"Elu", lower_curved<Activation::Kind::elu>, "kept: a layer of Elus (its alpha) after its Gemm"},
+      {"Selu", lower_curved<Activation::Kind::selu>, "kept: a layer of Selus (its alpha, gamma) after its Gemm"},
+      {"Celu", lower_curved<Activation::Kind::celu>, "kept: a layer of Celus (its alpha) after its Gemm"},
+      {"HardSwish", lower_curved<Activation::Kind::hard_swish>, "kept: a layer of HardSwishes (opset 14) after its Gemm"},
+      {"Exp", lower_curved<Activation::Kind::exp>, "kept: a layer of Exps after its Gemm"},
+      {"Erf", lower_curved<Activation::Kind::erf>, "kept: a layer of Erfs after its Gemm"},
+      {"Softmax", lower_softmax<Activation::Kind::softmax>,
+       "kept after the last Gemm, over all of a sample's values: the network's last node only"},
+      {"LogSoftmax", lower_softmax<Activation::Kind::log_softmax>,
+       "kept after the last Gemm, over all of a sample's values: the network's last node only"},
   };
   return entries;
 }

@@ -5,6 +5,8 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
@@ -51,6 +53,46 @@ inline FloatMatrix read_tensor_file(const std::string& path) {
 /// Evaluates a Gemm/Relu-only model on X (one sample per row) in float32,
 /// the way an ONNX runtime would: Y = X W^T + b (transB = 1), max(Y, 0).
 /// Checks that it holds nothing else.
+/// A float attribute of `node`, or `fallback`.
+inline float float_attribute(const onnx::NodeProto& node, const std::string& name, float fallback) {
+  for (const auto& a : node.attribute())
+    if (a.name() == name) return a.f();
+  return fallback;
+}
+
+/// An activation node of the written model on a batch (one sample per
+/// row), by ONNX's definitions written out here again, independently of
+/// convmat-onnx's own, in float.
+inline FloatMatrix activation_node(const onnx::NodeProto& node, const FloatMatrix& in) {
+  const std::string& op = node.op_type();
+  const float alpha = float_attribute(node, "alpha", op == "Selu" ? 1.67326319217681884765625f : 1.0f);
+  const float gamma = float_attribute(node, "gamma", 1.05070102214813232421875f);
+  const auto each = [&](auto f) { return FloatMatrix(in.unaryExpr(f)); };
+  if (op == "Relu") return in.cwiseMax(0.0f);
+  if (op == "Sigmoid") return each([](float v) { return 1 / (1 + std::exp(-v)); });
+  if (op == "Tanh") return each([](float v) { return std::tanh(v); });
+  if (op == "Softplus") return each([](float v) { return v > 20 ? v : std::log(std::exp(v) + 1); });
+  if (op == "Softsign") return each([](float v) { return v / (1 + std::abs(v)); });
+  if (op == "Elu") return each([&](float v) { return v < 0 ? alpha * (std::exp(v) - 1) : v; });
+  if (op == "Selu") return each([&](float v) { return v > 0 ? gamma * v : gamma * (alpha * std::exp(v) - alpha); });
+  if (op == "Celu")
+    return each([&](float v) { return std::max(0.0f, v) + std::min(0.0f, alpha * (std::exp(v / alpha) - 1)); });
+  if (op == "HardSwish") return each([](float v) { return v * std::max(0.0f, std::min(1.0f, v / 6 + 0.5f)); });
+  if (op == "Exp") return each([](float v) { return std::exp(v); });
+  if (op == "Erf") return each([](float v) { return std::erf(v); });
+  if (op == "Softmax" || op == "LogSoftmax") {
+    FloatMatrix out(in.rows(), in.cols());
+    for (Eigen::Index r = 0; r < in.rows(); ++r) {
+      const Eigen::ArrayXf e = (in.row(r).array() - in.row(r).maxCoeff()).exp().transpose();
+      if (op == "Softmax") out.row(r) = (e / e.sum()).transpose().matrix();
+      else out.row(r) = (in.row(r).array() - in.row(r).maxCoeff() - std::log(e.sum())).matrix();
+    }
+    return out;
+  }
+  FAIL("the written model has a " << op << " node, which is neither Gemm nor an activation");
+  return in;
+}
+
 inline FloatMatrix run_fully_connected(const onnx::ModelProto& model, const FloatMatrix& x) {
   const auto& graph = model.graph();
   std::map<std::string, FloatMatrix> values;
@@ -59,10 +101,9 @@ inline FloatMatrix run_fully_connected(const onnx::ModelProto& model, const Floa
   values[graph.input(0).name()] = x;
   for (const auto& node : graph.node()) {
     INFO("node " << node.name() << " (" << node.op_type() << ")");
-    REQUIRE((node.op_type() == "Gemm" || node.op_type() == "Relu"));
     const FloatMatrix& in = values.at(node.input(0));
-    if (node.op_type() == "Relu") {
-      values[node.output(0)] = in.cwiseMax(0.0f);
+    if (node.op_type() != "Gemm") {
+      values[node.output(0)] = activation_node(node, in);
       continue;
     }
     REQUIRE(node.attribute_size() == 1);

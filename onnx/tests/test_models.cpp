@@ -40,7 +40,7 @@ void check_model(const std::string& directory, const std::string& name) {
   for (std::size_t i = 0; i < network.layers.size(); ++i) {
     const auto [t, b] = read_matrix_market(mlp::matrix_market(network, i));
     z = (t * z).colwise() + b;
-    if (network.layers[i].relu) z = z.cwiseMax(0.0);
+    network.layers[i].activation.apply(z);
   }
   CHECK(relative_error(FloatMatrix(z.transpose().cast<float>()), expected) <= 1e-5);
   std::remove(written.c_str());
@@ -93,10 +93,10 @@ TEST_CASE("every ReLU ends one Gemm layer", "[onnx]") {
   REQUIRE(network.layers.size() == 4);
   CHECK(network.layers[0].matrix.rows() == 4 * 12 * 12);
   CHECK(network.layers[0].matrix.cols() == 12 * 12);
-  CHECK(network.layers[0].relu);
+  CHECK(network.layers[0].activation == mlp::Activation::relu());
   CHECK(network.layers[1].matrix.rows() == 6 * 4 * 4);
   CHECK(network.layers[2].matrix.rows() == 16);
-  CHECK(!network.layers[3].relu);
+  CHECK(network.layers[3].activation.kind == mlp::Activation::Kind::none);
   CHECK(network.output_shape == std::vector<std::int64_t>{10});
 }
 
@@ -107,14 +107,14 @@ TEST_CASE("what crosses a ReLU layer: itself when non-negative, relu(v) - relu(-
   REQUIRE(residual.layers.size() == 3);
   CHECK(residual.layers[0].matrix.rows() == 2 * 5 * 5);              // relu(x)
   CHECK(residual.layers[1].matrix.rows() == 2 * 5 * 5 + 2 * 5 * 5);  // the conv's ReLUs, the skip carried once
-  CHECK(residual.layers[2].relu);
+  CHECK(residual.layers[2].activation == mlp::Activation::relu());
   // The network's input may be negative: added after two ReLU layers it
   // crosses each as relu(x) and relu(-x).
   const auto input = mlp::from_onnx(mlp::load_model(data_dir + "/conventions/residual_input_opset13.onnx"));
   REQUIRE(input.layers.size() == 3);
   CHECK(input.layers[0].matrix.rows() == 2 * 4 * 4 + 2 * (2 * 4 * 4));
   CHECK(input.layers[1].matrix.rows() == 2 * 4 * 4 + 2 * (2 * 4 * 4));
-  CHECK(!input.layers[2].relu);
+  CHECK(input.layers[2].activation.kind == mlp::Activation::Kind::none);
 }
 
 TEST_CASE("parallel branches share their ReLU layers; MaxPool takes one layer per halving", "[onnx][structure]") {
@@ -133,13 +133,13 @@ TEST_CASE("parallel branches share their ReLU layers; MaxPool takes one layer pe
 TEST_CASE("a network without ReLUs is one Gemm; one that ends in a ReLU has no Gemm after it", "[onnx][structure]") {
   const auto linear = mlp::from_onnx(mlp::load_model(data_dir + "/conventions/normalize_sub_div_opset9.onnx"));
   REQUIRE(linear.layers.size() == 1);
-  CHECK(!linear.layers[0].relu);
+  CHECK(linear.layers[0].activation.kind == mlp::Activation::Kind::none);
   CHECK(linear.layers[0].matrix.nonZeros() == 3 * 4 * 4);  // a diagonal
   ModelBuilder b({1, 6});
   b.node("Relu", {"x"}, {"r"});
   b.node("Relu", {"r"}, {"y"});  // known non-negative: nothing more
   const auto relu = mlp::from_onnx(b.build());
   REQUIRE(relu.layers.size() == 1);
-  CHECK(relu.layers[0].relu);
+  CHECK(relu.layers[0].activation == mlp::Activation::relu());
   CHECK(relu.layers[0].matrix.rows() == 6);
 }

@@ -28,11 +28,11 @@ onnx::ModelProto one_node(const std::string& op, Edit edit, std::vector<std::int
 
 }  // namespace
 
-TEST_CASE("operators without an exact Gemm + Relu form are refused, saying why", "[onnx][errors]") {
-  for (const char* op : {"Sigmoid", "Tanh", "Softmax", "Exp", "Gelu", "Softplus"})
+TEST_CASE("operators without an exact form of Gemms and activations are refused, saying why", "[onnx][errors]") {
+  for (const char* op : {"Log", "Sqrt", "Gelu", "Sin", "Mish"})
     check_message(refusal(one_node(op, [](auto&, auto&) {})),
                   {"node 0 ('the_node', " + std::string(op) + "): operator " + op +
-                   " is not supported: it is not piecewise linear"});
+                   " is not supported: it is not piecewise linear, and not one of the activations"});
   check_message(refusal(one_node("Floor", [](auto&, auto&) {})), {"Floor", "it is not continuous"});
   check_message(refusal(one_node("InstanceNormalization", [](auto& b, auto& n) {
                   n.add_input("s"), n.add_input("b");
@@ -548,4 +548,73 @@ TEST_CASE("a node whose output nothing reads is not lowered; a directory is not 
   const auto network = mlp::from_onnx(b.build());
   CHECK(network.layers.size() == 1);
   CHECK_THROWS_WITH(mlp::load_model(data_dir), Catch::Matchers::Contains("'" + data_dir + "' is a directory"));
+}
+
+TEST_CASE("curved activations: a layer each, never crossed; Softmax last, over a whole sample", "[onnx][errors]") {
+  // A skip connection around a Sigmoid: x would have to cross its layer.
+  ModelBuilder skip({1, 2, 5, 5});
+  skip.node("Sigmoid", {"x"}, {"s"}, "gate");
+  skip.node("Add", {"s", "x"}, {"y"}, "skip");
+  check_message(refusal(skip.build()), {"node 1 ('skip', Add): a value computed before layer 0's Sigmoid is read "
+                                        "after it (a skip connection, or branches joining): only a ReLU layer"});
+  // Branches of a Relu and a Sigmoid on the same input: one layer, two activations.
+  ModelBuilder branches({1, 6});
+  branches.node("Sigmoid", {"x"}, {"s"}, "sigmoid_branch");
+  branches.node("Relu", {"x"}, {"r"}, "relu_branch");
+  attribute(branches.node("Concat", {"s", "r"}, {"y"}), "axis", std::int64_t{1});
+  check_message(refusal(branches.build()),
+                {"node 1 ('relu_branch', Relu): its Relu would share layer 0 with a Sigmoid",
+                 "each layer of the fully-connected form has one activation"});
+  // Softmax anywhere but last, or over part of a sample.
+  ModelBuilder inner({1, 6});
+  inner.node("Softmax", {"x"}, {"p"}, "inner_softmax");
+  inner.node("Relu", {"p"}, {"y"});
+  check_message(refusal(inner.build()), {"node 0 ('inner_softmax', Softmax): Softmax is taken only as the network's "
+                                         "last node"});
+  check_message(refusal(one_node("Softmax", [](auto&, auto& n) { attribute(n, "axis", std::int64_t{1}); })),
+                {"node 0 ('the_node', Softmax): attribute 'axis': 1 on the input (2, 5, 5) (N first) normalizes "
+                 "groups of a sample's values"});
+  check_message(refusal(one_node("LogSoftmax", [](auto&, auto& n) { attribute(n, "axis", std::int64_t{0}); }, {1, 6})),
+                {"attribute 'axis': 0 on the input (6) (N first) normalizes across the batch"});
+  check_message(refusal(one_node("Celu", [](auto&, auto& n) { attribute(n, "alpha", 0.0); })),
+                {"attribute 'alpha': is 0"});
+  // --relu-only: today's Gemm + Relu form or nothing.
+  std::string relu_only;
+  try {
+    mlp::LowerOptions options;
+    options.relu_only = true;
+    (void)mlp::from_onnx(one_node("Tanh", [](auto&, auto&) {}), options);
+  } catch (const mlp::conversion_error& e) {
+    relu_only = e.what();
+  }
+  check_message(relu_only, {"node 0 ('the_node', Tanh): operator Tanh is refused by --relu-only"});
+
+  // What is taken: Sigmoid then Tanh are two layers, no Gemm after the
+  // last; two Sigmoid branches share one layer; Softmax gets a Gemm of
+  // its own after a ReLU layer.
+  ModelBuilder chain({1, 4});
+  chain.node("Sigmoid", {"x"}, {"s"});
+  chain.node("Tanh", {"s"}, {"y"});
+  const auto two = mlp::from_onnx(chain.build());
+  REQUIRE(two.layers.size() == 2);
+  CHECK(two.layers[0].activation.kind == mlp::Activation::Kind::sigmoid);
+  CHECK(two.layers[1].activation.kind == mlp::Activation::Kind::tanh);
+  ModelBuilder shared({1, 4});
+  shared.constant("w", {3, 4}).constant("v", {2, 4});
+  attribute(shared.node("Gemm", {"x", "w"}, {"a"}), "transB", std::int64_t{1});
+  shared.node("Sigmoid", {"a"}, {"sa"});
+  attribute(shared.node("Gemm", {"x", "v"}, {"b"}), "transB", std::int64_t{1});
+  shared.node("Sigmoid", {"b"}, {"sb"});
+  attribute(shared.node("Concat", {"sa", "sb"}, {"y"}), "axis", std::int64_t{1});
+  const auto one = mlp::from_onnx(shared.build());
+  REQUIRE(one.layers.size() == 1);
+  CHECK(one.layers[0].matrix.rows() == 5);
+  ModelBuilder last({1, 4});
+  last.node("Relu", {"x"}, {"r"});
+  last.node("Softmax", {"r"}, {"y"});
+  const auto softmax = mlp::from_onnx(last.build());
+  REQUIRE(softmax.layers.size() == 2);
+  CHECK(softmax.layers[1].activation.kind == mlp::Activation::Kind::softmax);
+  const Eigen::MatrixXd p = softmax(Eigen::MatrixXd::Random(4, 3));
+  CHECK((p.colwise().sum().array() - 1).abs().maxCoeff() < 1e-12);
 }

@@ -117,7 +117,7 @@ def npy_seeds():
 
 def onnx_seeds():
     """fuzz_onnx: the test models (tests/data/onnx, exported by PyTorch), the
-    convention models (tests/data/onnx/conventions, 62 small models built node
+    convention models (tests/data/onnx/conventions, small models built node
     by node: every operator, attribute form and opset 9 to 17), the hostile ones (tests/data/hostile), and small models that reach every
     operator and constant-folding path the converter has."""
     import numpy as np
