@@ -81,8 +81,10 @@ struct Activation {
 
   static Activation relu() { return {Kind::relu}; }
 
-  /// ONNX's operator ("Relu", "Elu", ...), "" for none.
+  /// ONNX's operator ("Relu", "HardSwish", ...), "" for none.
   std::string_view onnx_name() const;
+  /// The same in lower case ("relu", "hardswish"): formulas, node names.
+  std::string name() const;
   /// The smallest ONNX opset that has the operator (13 at least, what
   /// convmat-onnx writes): HardSwish needs 14.
   int opset() const;

@@ -4,6 +4,7 @@
 // The fully-connected form itself: its activations as ONNX defines them,
 // and the network evaluated in double (the reference --check and the tests
 // compare the written model with).
+#include <cctype>
 #include <cmath>
 #include <sstream>
 
@@ -31,15 +32,19 @@ std::string_view Activation::onnx_name() const {
   return "";
 }
 
+std::string Activation::name() const {
+  std::string lower(onnx_name());
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower;
+}
+
 int Activation::opset() const { return kind == Kind::hard_swish ? 14 : 13; }
 
 std::string Activation::formula(const std::string& argument) const {
   if (kind == Kind::none) return argument;
-  std::string name(onnx_name());
-  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   std::ostringstream os;
   os.precision(17);
-  os << name << '(' << argument;
+  os << name() << '(' << argument;
   if (kind == Kind::elu || kind == Kind::celu) os << "; alpha = " << alpha;
   if (kind == Kind::selu) os << "; alpha = " << alpha << ", gamma = " << gamma;
   os << ')';

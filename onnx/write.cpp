@@ -116,8 +116,7 @@ onnx::ModelProto skeleton(const Network& network,
     gemm->add_output(previous);
     set_attribute(*gemm, "transB", std::int64_t{1});
     if (a.kind != Activation::Kind::none) {
-      std::string name(a.onnx_name());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string name = a.name();
       auto* node = graph.add_node();
       node->set_op_type(std::string(a.onnx_name()));
       node->set_name(name + "_" + id);
